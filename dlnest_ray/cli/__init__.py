@@ -1,0 +1,1 @@
+"""The ``dlnest-ray`` command line (Typer). Heavy imports happen inside commands only."""

@@ -1,0 +1,109 @@
+"""Foreground commands (DLNest.Run and DLNest.Analyze): ``train`` and ``analyze`` in this process."""
+
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import AnalysisError, DlnestError
+
+__all__ = ["analyze", "parse_gpus", "train"]
+
+
+def parse_gpus(value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        gpus = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise DlnestError(f"--gpu takes GPU indices like 0 or 0,1; got {value!r}") from None
+    if not gpus or min(gpus) < 0:
+        raise DlnestError(f"--gpu takes GPU indices like 0 or 0,1; got {value!r}")
+    return gpus
+
+
+def train(
+    config: Annotated[
+        Path | None, typer.Argument(metavar="CONFIG", help="The project's root_config.json (omit with --resume).")
+    ] = None,
+    freq: Annotated[Path | None, typer.Option("--freq", "-f", help="A tuning config merged last.")] = None,
+    desc: Annotated[str, typer.Option("--desc", "-d", help="Description recorded in the package.")] = "",
+    no_save: Annotated[bool, typer.Option("--no-save", help="Name the package NOSAVE_<time> (never deleted).")] = False,
+    name_by_desc: Annotated[bool, typer.Option("--name-by-desc", help="Use --desc as the package folder name.")] = False,
+    cpu: Annotated[bool, typer.Option("--cpu", help="Train on the CPU even when a GPU is present.")] = False,
+    gpu: Annotated[str | None, typer.Option("--gpu", metavar="INDEX", help="GPU index, or several: 0,1.")] = None,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", "-r", metavar="PACKAGE", help="Continue this save package.")
+    ] = None,
+    ckpt: Annotated[int, typer.Option("--ckpt", "-c", help="With --resume: checkpoint id (-1: latest valid).")] = -1,
+) -> None:
+    """Train in the foreground: create the save package (code snapshot, args.json), train, print its path.
+
+    With --resume PACKAGE, continue a package from its latest valid checkpoint (or --ckpt ID) at the next
+    epoch, with model, optimizer, schedulers, RNG states and the log restored; output is appended.
+    """
+    from ..runtime.trainer import TrainOptions
+    from ..runtime.trainer import train as run_training
+    from ..savepack.package import SavePackage
+    from .display import ForegroundDisplay
+
+    gpus = parse_gpus(gpu)
+    if cpu and gpus:
+        raise DlnestError("--cpu and --gpu exclude each other")
+    if resume is not None:
+        if config is not None or freq is not None or no_save or name_by_desc:
+            raise DlnestError("--resume continues an existing package: give no CONFIG, --freq, --no-save or --name-by-desc")
+        path = SavePackage.open(resume).path
+    else:
+        if config is None:
+            raise DlnestError("give the project's root_config.json (or --resume PACKAGE)")
+        if name_by_desc and not desc:
+            raise DlnestError("--name-by-desc needs --desc NAME")
+        pkg = SavePackage(config, freq or "")
+        path = pkg.save_to_new_dir(desc if name_by_desc else "", no_save=no_save, description=desc)
+        typer.echo(f"package: {path}")
+    assert path is not None
+    with ForegroundDisplay() as display:
+        result = run_training(
+            path,
+            TrainOptions(resume=resume is not None, ckpt_id=ckpt, cpu=cpu, gpus=gpus, console=display,
+                         observer=display, description=desc),
+        )
+    kept = SavePackage.open(path).checkpoint_ids()
+    typer.echo(
+        f"finished epoch {result.finished_epoch} ({result.global_step} steps); "
+        f"checkpoints kept: {', '.join(map(str, kept)) or 'none'}"
+    )
+    typer.echo(f"package: {path}")
+
+
+def analyze(
+    package: Annotated[Path, typer.Argument(metavar="PACKAGE", help="A save package folder.")],
+    script: Annotated[Path, typer.Option("--script", "-s", metavar="PATH", help="A .py file defining experience(self).")],
+    ckpt: Annotated[int, typer.Option("--ckpt", "-c", help="Checkpoint id (-1: latest valid; -2: no checkpoint).")] = -1,
+    cpu: Annotated[bool, typer.Option("--cpu", help="Load onto the CPU even when a GPU is present.")] = False,
+) -> None:
+    """Load a package (its copied code, args, dataset, model and log from a checkpoint) and run
+    experience(self) from SCRIPT once. `self` has args, model, dataset, log and package.
+    """
+    from ..runtime.analysis import Analyzer, resolve_script
+    from ..runtime.loader import load_script
+
+    fn = load_script(resolve_script(script, None))
+    try:
+        analyzer = Analyzer(package, ckpt_id=ckpt, cpu=cpu)
+    except DlnestError:
+        raise
+    except Exception as e:
+        traceback.print_exc()
+        raise AnalysisError(f"loading {package} failed: {type(e).__name__}: {e}") from e
+    try:
+        result = analyzer.run(fn)
+    except Exception as e:
+        traceback.print_exc()
+        raise AnalysisError(f"{script} raised {type(e).__name__}: {e}") from e
+    if result is not None:
+        typer.echo(f"result: {result!r}")

@@ -1,0 +1,99 @@
+"""Building a run's components, shared by training and analysis (DLNest's ``initModules``).
+
+Order: life cycle → ``before_all`` → (resume: life-cycle state) → dataset (``before/after_dataset_init``)
+→ model with ``init``, ``init_optimizer`` (``before/after_model_init``) → (resume: dataset, model and
+log state). DLNest restored the life-cycle state *before* ``before_all``, so a template resetting its
+best accuracy in ``before_all`` lost it on every resume; here the restored state wins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .bases import SKIP
+from .loader import UserClasses
+from .status import RunningStatus
+
+__all__ = ["Components", "build_components", "call_hook", "checkpoint_state"]
+
+CHECKPOINT_FORMAT = "dlnest-ray/1"
+
+
+def call_hook(life_cycle: Any, when: str, stage: str) -> bool:
+    """Run ``<when>_<stage>`` on the life cycle; True when a ``before`` hook asked to skip the stage."""
+    return getattr(life_cycle, f"{when}_{stage}")() == SKIP
+
+
+@dataclass(kw_only=True)
+class Components:
+    life_cycle: Any
+    dataset: Any = None
+    model: Any = None
+    dataset_info: Any = None
+    train_loader: Any = None
+    val_loader: Any = None
+    log: dict[str, Any] = field(default_factory=dict)
+    finished_epoch: int = -1
+    global_step: int = 0
+    skipped_all: bool = False
+
+
+def build_components(
+    classes: UserClasses,
+    args: dict[str, Any],
+    status: RunningStatus,
+    *,
+    package: Any,
+    state: dict[str, Any] | None,
+) -> Components:
+    """Instantiate and initialise life cycle, dataset and model; restore ``state`` when given."""
+    lc = classes.life_cycle()
+    lc.args, lc.status, lc.package = args, status, package
+    comps = Components(life_cycle=lc)
+    if call_hook(lc, "before", "all"):
+        comps.skipped_all = True
+        return comps
+    if state is not None:
+        lc.load_save_dict(state.get("life_cycle", {}))
+        comps.finished_epoch = int(state.get("finished_epoch", -1))
+        comps.global_step = int(state.get("global_step", 0))
+    if not call_hook(lc, "before", "dataset_init"):
+        ds = classes.dataset(args, status=status)
+        result = ds.init(args)
+        if not (isinstance(result, tuple) and len(result) == 3):
+            from ..errors import UserCodeError
+
+            raise UserCodeError("Dataset.init(args) must return (dataset_info, train_loader, val_loader)")
+        comps.dataset_info, comps.train_loader, comps.val_loader = result
+        if state is not None:
+            ds.load_save_dict(state.get("dataset", {}))
+        comps.dataset = lc.dataset = ds
+    call_hook(lc, "after", "dataset_init")
+    if not call_hook(lc, "before", "model_init"):
+        model = classes.model(args, status=status)
+        model.init(args, comps.dataset_info)
+        model.init_optimizer()
+        if state is not None:
+            model.load_save_dict(state.get("runner", state.get("model", {})))
+            comps.log = state.get("log_dict", {})
+        else:
+            comps.log = model.init_log() or {}
+        comps.model = lc.model = model
+    call_hook(lc, "after", "model_init")
+    return comps
+
+
+def checkpoint_state(comps: Components, *, seed: int | None, rng: dict[str, Any]) -> dict[str, Any]:
+    """The dict saved as one checkpoint (DLNest's keys plus step, RNG, seed and a format tag)."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "life_cycle": comps.life_cycle.get_save_dict(),
+        "dataset": comps.dataset.get_save_dict() if comps.dataset is not None else {},
+        "runner": comps.model.get_save_dict() if comps.model is not None else {},
+        "log_dict": comps.log,
+        "finished_epoch": comps.finished_epoch,
+        "global_step": comps.global_step,
+        "seed": seed,
+        "rng": rng,
+    }

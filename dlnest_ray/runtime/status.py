@@ -1,0 +1,54 @@
+"""The shared running status handed to the model, dataset and life cycle (DLNest's RunningStatus)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+__all__ = ["EnvType", "Phase", "RunningStatus"]
+
+
+class EnvType(str, Enum):
+    """How a process runs: DLNest's ``_envType`` strings."""
+
+    CPU = "CPU"
+    GPU = "GPU"
+    GPUS = "GPUs"  # several GPUs in one process: the model's own DataParallel
+    DDP = "DDP"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Phase(str, Enum):
+    TRAINING = "Training"
+    VALIDATING = "Validating"
+    ANALYZING = "Analyzing"
+    WAITING = "Waiting"
+
+
+@dataclass(kw_only=True)
+class RunningStatus:
+    """Where and at what point the process is. One instance is shared by model, dataset and life cycle.
+
+    ``rank`` is -1 outside DDP (as in DLNest); use :attr:`is_main` to ask "am I the writing process".
+    """
+
+    env: EnvType = EnvType.CPU
+    device: Any = None  # torch.device; Any so this module stays torch-free
+    rank: int = -1
+    local_rank: int = -1
+    world_size: int = 1
+    epoch: int = 0
+    iter: int = 0
+    global_step: int = 0
+    phase: Phase = Phase.WAITING
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank <= 0
+
+    @property
+    def is_ddp(self) -> bool:
+        return self.env is EnvType.DDP

@@ -1,0 +1,1 @@
+"""Save packages: creation, checkpoint tracks, atomic checkpoint I/O, metrics."""
