@@ -1,4 +1,4 @@
-"""dlnest-ray: queue, place, record, resume and analyze PyTorch training runs, on one machine or a Ray cluster.
+"""dlnest-ray: queue, place, record, resume and analyze PyTorch training runs, on one machine or a cluster.
 
 The public API is loaded lazily so that ``import dlnest_ray`` (and the CLI's ``--help``) import
 neither torch nor ray.

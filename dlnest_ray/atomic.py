@@ -15,7 +15,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["HashingWriter", "atomic_write", "atomic_write_bytes", "atomic_write_json", "fsync_dir", "temp_path"]
+__all__ = [
+    "HashingWriter",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "fsync_dir",
+    "temp_path",
+]
 
 
 def temp_path(target: Path) -> Path:
@@ -81,6 +88,8 @@ def atomic_write_bytes(target: Path, data: bytes, *, durable: bool = True) -> No
         f.write(data)
 
 
-def atomic_write_json(target: Path, obj: Any, *, durable: bool = True, default: Callable[[Any], Any] | None = None) -> None:
+def atomic_write_json(
+    target: Path, obj: Any, *, durable: bool = True, default: Callable[[Any], Any] | None = None
+) -> None:
     text = json.dumps(obj, indent=4, sort_keys=True, ensure_ascii=False, default=default) + "\n"
     atomic_write_bytes(target, text.encode("utf-8"), durable=durable)

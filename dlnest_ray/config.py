@@ -44,7 +44,13 @@ CHECKPOINT_KEYS = (
 )
 # (primary key, DLNest 0.3 alias)
 _ALIASED_KEYS = (("model_name", "runner_name"), ("model_file_path", "runner_file_path"))
-_PLAIN_REQUIRED = ("save_root", "dataset_name", "life_cycle_name", "dataset_file_path", "life_cycle_file_path")
+_PLAIN_REQUIRED = (
+    "save_root",
+    "dataset_name",
+    "life_cycle_name",
+    "dataset_file_path",
+    "life_cycle_file_path",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,7 +133,9 @@ def _copy_dict(d: dict[str, Any]) -> dict[str, Any]:
     return {k: _copy_dict(v) if isinstance(v, dict) else v for k, v in d.items()}
 
 
-def _load_tree(path: Path, args: dict[str, Any], stack: tuple[Path, ...], files: list[Path]) -> dict[str, Any]:
+def _load_tree(
+    path: Path, args: dict[str, Any], stack: tuple[Path, ...], files: list[Path]
+) -> dict[str, Any]:
     path = path.resolve()
     if path in stack:
         chain = " -> ".join(str(p) for p in (*stack[stack.index(path) :], path))
@@ -180,7 +188,9 @@ def _check_checkpoint_args(ckpt: Mapping[str, Any], source: str) -> None:
             raise ConfigError(f"{source}: checkpoint_args.{key} must be an integer >= {low}, got {value!r}")
 
 
-def resolve_layout(args: Mapping[str, Any], base_dir: Path, *, source: str, check_files: bool = True) -> CodeLayout:
+def resolve_layout(
+    args: Mapping[str, Any], base_dir: Path, *, source: str, check_files: bool = True
+) -> CodeLayout:
     """Validate ``args`` and resolve its paths against ``base_dir`` (the folder of the root config).
 
     Raises one :class:`ConfigError` listing every missing required key, or naming every code file that

@@ -67,7 +67,9 @@ class ForegroundDisplay:
             data = self._pending + data
             head, sep, self._pending = data.rpartition(b"\n")
         if sep:
-            self._console.print((head + sep).decode("utf-8", "replace"), end="", markup=False, highlight=False)
+            self._console.print(
+                (head + sep).decode("utf-8", "replace"), end="", markup=False, highlight=False
+            )
 
     def flush_pending(self) -> None:
         with self._lock:
@@ -80,7 +82,7 @@ class ForegroundDisplay:
         if self._progress is not None:
             self._task = self._progress.add_task("train", total=total_steps, epoch=epoch)
 
-    def step_done(self, epoch: int, iter: int) -> None:  # noqa: A002
+    def step_done(self, epoch: int, iter: int) -> None:
         if self._progress is not None and self._task is not None:
             self._progress.advance(self._task)
 

@@ -27,18 +27,27 @@ def parse_gpus(value: str | None) -> tuple[int, ...] | None:
 
 def train(
     config: Annotated[
-        Path | None, typer.Argument(metavar="CONFIG", help="The project's root_config.json (omit with --resume).")
+        Path | None,
+        typer.Argument(metavar="CONFIG", help="The project's root_config.json (omit with --resume)."),
     ] = None,
     freq: Annotated[Path | None, typer.Option("--freq", "-f", help="A tuning config merged last.")] = None,
     desc: Annotated[str, typer.Option("--desc", "-d", help="Description recorded in the package.")] = "",
-    no_save: Annotated[bool, typer.Option("--no-save", help="Name the package NOSAVE_<time> (never deleted).")] = False,
-    name_by_desc: Annotated[bool, typer.Option("--name-by-desc", help="Use --desc as the package folder name.")] = False,
+    no_save: Annotated[
+        bool, typer.Option("--no-save", help="Name the package NOSAVE_<time> (never deleted).")
+    ] = False,
+    name_by_desc: Annotated[
+        bool, typer.Option("--name-by-desc", help="Use --desc as the package folder name.")
+    ] = False,
     cpu: Annotated[bool, typer.Option("--cpu", help="Train on the CPU even when a GPU is present.")] = False,
-    gpu: Annotated[str | None, typer.Option("--gpu", metavar="INDEX", help="GPU index, or several: 0,1.")] = None,
+    gpu: Annotated[
+        str | None, typer.Option("--gpu", metavar="INDEX", help="GPU index, or several: 0,1.")
+    ] = None,
     resume: Annotated[
         Path | None, typer.Option("--resume", "-r", metavar="PACKAGE", help="Continue this save package.")
     ] = None,
-    ckpt: Annotated[int, typer.Option("--ckpt", "-c", help="With --resume: checkpoint id (-1: latest valid).")] = -1,
+    ckpt: Annotated[
+        int, typer.Option("--ckpt", "-c", help="With --resume: checkpoint id (-1: latest valid).")
+    ] = -1,
 ) -> None:
     """Train in the foreground: create the save package (code snapshot, args.json), train, print its path.
 
@@ -55,7 +64,9 @@ def train(
         raise DlnestError("--cpu and --gpu exclude each other")
     if resume is not None:
         if config is not None or freq is not None or no_save or name_by_desc:
-            raise DlnestError("--resume continues an existing package: give no CONFIG, --freq, --no-save or --name-by-desc")
+            raise DlnestError(
+                "--resume continues an existing package: give no CONFIG, --freq, --no-save or --name-by-desc"
+            )
         path = SavePackage.open(resume).path
     else:
         if config is None:
@@ -69,8 +80,15 @@ def train(
     with ForegroundDisplay() as display:
         result = run_training(
             path,
-            TrainOptions(resume=resume is not None, ckpt_id=ckpt, cpu=cpu, gpus=gpus, console=display,
-                         observer=display, description=desc),
+            TrainOptions(
+                resume=resume is not None,
+                ckpt_id=ckpt,
+                cpu=cpu,
+                gpus=gpus,
+                console=display,
+                observer=display,
+                description=desc,
+            ),
         )
     kept = SavePackage.open(path).checkpoint_ids()
     typer.echo(
@@ -82,8 +100,12 @@ def train(
 
 def analyze(
     package: Annotated[Path, typer.Argument(metavar="PACKAGE", help="A save package folder.")],
-    script: Annotated[Path, typer.Option("--script", "-s", metavar="PATH", help="A .py file defining experience(self).")],
-    ckpt: Annotated[int, typer.Option("--ckpt", "-c", help="Checkpoint id (-1: latest valid; -2: no checkpoint).")] = -1,
+    script: Annotated[
+        Path, typer.Option("--script", "-s", metavar="PATH", help="A .py file defining experience(self).")
+    ],
+    ckpt: Annotated[
+        int, typer.Option("--ckpt", "-c", help="Checkpoint id (-1: latest valid; -2: no checkpoint).")
+    ] = -1,
     cpu: Annotated[bool, typer.Option("--cpu", help="Load onto the CPU even when a GPU is present.")] = False,
 ) -> None:
     """Load a package (its copied code, args, dataset, model and log from a checkpoint) and run

@@ -18,7 +18,9 @@ __all__ = ["create_project", "new"]
 def _template(name: str) -> Path:
     path = Path(str(resources.files("dlnest_ray") / "templates" / name))
     if not path.is_dir():
-        raise ProjectError(f"project template {name!r} is missing from the installation; reinstall dlnest-ray")
+        raise ProjectError(
+            f"project template {name!r} is missing from the installation; reinstall dlnest-ray"
+        )
     return path
 
 
@@ -26,7 +28,9 @@ def create_project(target: Path, *, mnist: bool, data_root: Path | None = None) 
     """Copy a template into ``target`` (created if missing; refused when it exists and is not empty)."""
     target = target.expanduser().resolve()
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise ProjectError(f"{target} already exists and is not an empty folder; choose a new or empty folder")
+        raise ProjectError(
+            f"{target} already exists and is not an empty folder; choose a new or empty folder"
+        )
     shutil.copytree(
         _template("mnist" if mnist else "blank"),
         target,
@@ -42,8 +46,12 @@ def create_project(target: Path, *, mnist: bool, data_root: Path | None = None) 
 
 
 def new(
-    directory: Annotated[Path, typer.Argument(metavar="DIR", help="Folder to create (must be new or empty).")],
-    mnist: Annotated[bool, typer.Option("--mnist", help="A complete MNIST classifier instead of blank stubs.")] = False,
+    directory: Annotated[
+        Path, typer.Argument(metavar="DIR", help="Folder to create (must be new or empty).")
+    ],
+    mnist: Annotated[
+        bool, typer.Option("--mnist", help="A complete MNIST classifier instead of blank stubs.")
+    ] = False,
     data: Annotated[
         Path | None,
         typer.Option(

@@ -1,1 +1,4 @@
-"""What runs inside a rank or analyzer process (no Ray imports): base classes, loader, trainer, output, analysis."""
+"""What runs inside a rank or analyzer process (no Ray imports).
+
+Base classes, code loader, component builder, trainer, output capture, analysis.
+"""

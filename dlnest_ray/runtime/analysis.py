@@ -29,8 +29,18 @@ class AnalyzeContext:
     """The ``self`` of ``experience(self)``. Scripts may store their own attributes on it; they persist
     between scripts run on the same analyzer."""
 
-    def __init__(self, *, args: dict[str, Any], model: Any, dataset: Any, log: dict[str, Any],
-                 package: SavePackage, status: RunningStatus, life_cycle: Any, checkpoint_id: int | None) -> None:
+    def __init__(
+        self,
+        *,
+        args: dict[str, Any],
+        model: Any,
+        dataset: Any,
+        log: dict[str, Any],
+        package: SavePackage,
+        status: RunningStatus,
+        life_cycle: Any,
+        checkpoint_id: int | None,
+    ) -> None:
         self.args = args
         self.model = model
         self.dataset = dataset
@@ -59,8 +69,14 @@ def _cwd(path: Path) -> Iterator[None]:
 class Analyzer:
     """A loaded package, ready to run analysis functions and scripts."""
 
-    def __init__(self, package: str | Path, *, ckpt_id: int = -1, cpu: bool = False,
-                 gpus: tuple[int, ...] | None = None) -> None:
+    def __init__(
+        self,
+        package: str | Path,
+        *,
+        ckpt_id: int = -1,
+        cpu: bool = False,
+        gpus: tuple[int, ...] | None = None,
+    ) -> None:
         self.package = SavePackage.open(package)
         assert self.package.path is not None
         self.path: Path = self.package.path
@@ -79,8 +95,14 @@ class Analyzer:
         status.phase = Phase.ANALYZING
         status.epoch = comps.finished_epoch
         self.context = AnalyzeContext(
-            args=self.package.args, model=comps.model, dataset=comps.dataset, log=comps.log,
-            package=self.package, status=status, life_cycle=comps.life_cycle, checkpoint_id=ckpt,
+            args=self.package.args,
+            model=comps.model,
+            dataset=comps.dataset,
+            log=comps.log,
+            package=self.package,
+            status=status,
+            life_cycle=comps.life_cycle,
+            checkpoint_id=ckpt,
         )
 
     def run(self, fn: Callable[[AnalyzeContext], Any]) -> Any:

@@ -23,7 +23,9 @@ SKIP = "Skip"
 class _Component(Aliased):
     _DLNEST_BASE = True
 
-    def __init__(self, args: dict[str, Any] | None = None, *_: Any, status: RunningStatus | None = None, **__: Any):
+    def __init__(
+        self, args: dict[str, Any] | None = None, *_: Any, status: RunningStatus | None = None, **__: Any
+    ):
         self.args: dict[str, Any] = args if args is not None else {}
         self.status = status if status is not None else RunningStatus()
 
@@ -79,7 +81,10 @@ class DatasetBase(_Component):
         from torch.utils.data.distributed import DistributedSampler
 
         return DistributedSampler(
-            dataset, num_replicas=self.status.world_size, rank=self.status.rank, shuffle=shuffle,
+            dataset,
+            num_replicas=self.status.world_size,
+            rank=self.status.rank,
+            shuffle=shuffle,
             seed=int(self.args.get("seed", 0) or 0),
         )
 
@@ -102,10 +107,10 @@ class ModelBase(_Component):
     def init_optimizer(self) -> None:
         """Build optimizers and LR schedulers (after the networks were moved and wrapped)."""
 
-    def run_one_step(self, data: Any, log: dict[str, Any], iter: int, epoch: int) -> None:  # noqa: A002
+    def run_one_step(self, data: Any, log: dict[str, Any], iter: int, epoch: int) -> None:
         raise NotImplementedError("Model.run_one_step(data, log, iter, epoch) is required")
 
-    def visualize(self, epoch: int, iter: int, log: dict[str, Any]) -> None:  # noqa: A002
+    def visualize(self, epoch: int, iter: int, log: dict[str, Any]) -> None:
         """Called when LifeCycle.need_visualize says so (rank 0 only under DDP)."""
 
     def validate(self, val_loader: Any, log: dict[str, Any]) -> None:
@@ -114,7 +119,7 @@ class ModelBase(_Component):
     # DLNest's three-phase validation, used when a model overrides validate_a_batch instead of validate
     def validation_init(self) -> None: ...
 
-    def validate_a_batch(self, data: Any, iter: int) -> None: ...  # noqa: A002
+    def validate_a_batch(self, data: Any, iter: int) -> None: ...
 
     def validation_analyze(self, log: dict[str, Any]) -> None: ...
 
@@ -175,6 +180,10 @@ class ModelBaseTorch(ModelBase):
     """
 
     _DLNEST_BASE = True
+    _dlnest_modules: list[nn.Module]
+    _dlnest_wrapped: dict[int, _DDPModule]
+    _dlnest_optimizers: dict[str, torch.optim.Optimizer]
+    _dlnest_schedulers: dict[str, Any]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         object.__setattr__(self, "_dlnest_modules", [])
@@ -195,7 +204,7 @@ class ModelBaseTorch(ModelBase):
             self._dlnest_schedulers[name] = value
         object.__setattr__(self, name, value)
 
-    def register(self, module: nn.Module, sync_bn: bool = False, *, syncBN: bool | None = None) -> Any:  # noqa: N803
+    def register(self, module: nn.Module, sync_bn: bool = False, *, syncBN: bool | None = None) -> Any:
         """Move ``module`` to the device; under DDP convert BatchNorm to SyncBatchNorm when asked and wrap it.
 
         Returns what to call in training: the module itself, or under DDP a wrapper that calls through
@@ -251,7 +260,11 @@ class ModelBaseTorch(ModelBase):
             return value
         import torch.distributed as dist
 
-        t = value.detach().clone() if isinstance(value, torch.Tensor) else torch.tensor(value, device=self.device)
+        t = (
+            value.detach().clone()
+            if isinstance(value, torch.Tensor)
+            else torch.tensor(value, device=self.device)
+        )
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t / self.status.world_size if mean else t
 
@@ -290,7 +303,7 @@ class LifeCycleBase(Aliased):
 
     _status = property(lambda self: self.status)
 
-    def need_visualize(self, epoch: int, iter: int, log: dict[str, Any], args: dict[str, Any]) -> bool:  # noqa: A002
+    def need_visualize(self, epoch: int, iter: int, log: dict[str, Any], args: dict[str, Any]) -> bool:
         return False
 
     def need_validation(self, epoch: int, log: dict[str, Any], args: dict[str, Any]) -> bool:
@@ -345,13 +358,16 @@ _PREDICATES = (
 )
 
 
-def _noop_hook(self: Any) -> Any:
-    return None
+def _make_hook() -> Any:
+    def hook(self: Any) -> Any:
+        return None
+
+    return hook
 
 
 for _snake, _camel in _STAGES:
     for _when, _prefix in (("before", "B"), ("after", "A")):
-        _hook = (lambda self: None)
+        _hook = _make_hook()
         _hook.__name__ = f"{_when}_{_snake}"
         _hook.__doc__ = f"Hook {_when} {_snake.replace('_', ' ')}" + (
             '; return "Skip" to skip the stage.' if _when == "before" else "."

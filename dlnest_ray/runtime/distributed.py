@@ -59,7 +59,9 @@ def dist_env_from(environ: Mapping[str, str]) -> DistEnv | None:
         return None
     if not 0 <= rank < world:
         raise DlnestError(f"RANK={rank} is outside WORLD_SIZE={world}")
-    return DistEnv(rank=rank, local_rank=local, world_size=world, master_addr=environ["MASTER_ADDR"], master_port=port)
+    return DistEnv(
+        rank=rank, local_rank=local, world_size=world, master_addr=environ["MASTER_ADDR"], master_port=port
+    )
 
 
 def choose_device(*, cpu: bool, gpus: tuple[int, ...] | None, dist: DistEnv | None) -> RunningStatus:
@@ -68,7 +70,9 @@ def choose_device(*, cpu: bool, gpus: tuple[int, ...] | None, dist: DistEnv | No
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
     use_cuda = not cpu and torch.cuda.is_available()
     if gpus and not cpu and not use_cuda:
-        raise DlnestError(f"GPU {','.join(map(str, gpus))} was asked for but CUDA is not available; use --cpu")
+        raise DlnestError(
+            f"GPU {','.join(map(str, gpus))} was asked for but CUDA is not available; use --cpu"
+        )
     if dist is not None:
         if use_cuda:
             # A supervisor usually exposes one GPU per rank (CUDA_VISIBLE_DEVICES=<index>): that is cuda:0.
@@ -77,7 +81,11 @@ def choose_device(*, cpu: bool, gpus: tuple[int, ...] | None, dist: DistEnv | No
         else:
             device = torch.device("cpu")
         return RunningStatus(
-            env=EnvType.DDP, device=device, rank=dist.rank, local_rank=dist.local_rank, world_size=dist.world_size
+            env=EnvType.DDP,
+            device=device,
+            rank=dist.rank,
+            local_rank=dist.local_rank,
+            world_size=dist.world_size,
         )
     if not use_cuda:
         return RunningStatus(env=EnvType.CPU, device=torch.device("cpu"))

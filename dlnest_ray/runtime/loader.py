@@ -67,7 +67,9 @@ def _import_file(path: Path, module_name: str) -> ModuleType:
 def _get_class(module: ModuleType, name: str, path: Path, role: str) -> type:
     cls = getattr(module, name, None)
     if not isinstance(cls, type):
-        found = sorted(n for n, v in vars(module).items() if isinstance(v, type) and v.__module__ == module.__name__)
+        found = sorted(
+            n for n, v in vars(module).items() if isinstance(v, type) and v.__module__ == module.__name__
+        )
         raise UserCodeError(
             f"{path} has no class {name!r} for the {role} (classes there: {', '.join(found) or 'none'}); "
             f"fix the {role}'s *_name key in the config"
@@ -79,7 +81,11 @@ def load_user_classes(args: dict[str, Any], package: Path) -> UserClasses:
     """Import the model, dataset and life-cycle classes named in ``args`` from the package folder."""
     package = package.resolve()
     layout = resolve_layout(args, package, source=str(package / "args.json"))
-    folders = list(dict.fromkeys([package, *(f.parent for f in (layout.model_file, layout.dataset_file, layout.life_cycle_file))]))
+    folders = list(
+        dict.fromkeys(
+            [package, *(f.parent for f in (layout.model_file, layout.dataset_file, layout.life_cycle_file))]
+        )
+    )
     for folder in reversed(folders):
         if str(folder) in sys.path:
             sys.path.remove(str(folder))

@@ -60,17 +60,19 @@ class OutputTee:
             sink = self._console
         else:
             sink = fd_console_sink(self.console_fd) if self._console else None
-        out = open(self.path, "ab", buffering=0)  # noqa: SIM115 - closed by the reader thread
+        out = open(self.path, "ab", buffering=0)
         r, w = os.pipe()
         self._read_fd = r
-        self._reader = threading.Thread(target=self._pump, args=(r, out, sink), name="dlnest-output", daemon=True)
+        self._reader = threading.Thread(
+            target=self._pump, args=(r, out, sink), name="dlnest-output", daemon=True
+        )
         self._reader.start()
         os.dup2(w, 1)
         os.dup2(w, 2)
         os.close(w)
         self._saved_sys = (sys.stdout, sys.stderr)
-        sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
-        sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+        sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
+        sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
         return self
 
     @staticmethod

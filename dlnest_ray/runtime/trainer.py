@@ -13,6 +13,7 @@ A user exception anywhere ends the run: ``train_aborting`` prints the traceback 
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import time
@@ -48,7 +49,7 @@ class TrainObserver(Protocol):
     """Progress callbacks for a foreground display (called on rank 0 only)."""
 
     def epoch_started(self, epoch: int, total_steps: int | None) -> None: ...
-    def step_done(self, epoch: int, iter: int) -> None: ...  # noqa: A002
+    def step_done(self, epoch: int, iter: int) -> None: ...
     def epoch_finished(self, epoch: int, row: dict[str, Any]) -> None: ...
 
 
@@ -108,7 +109,9 @@ def train(package: str | Path, options: TrainOptions | None = None) -> TrainResu
 
 class _Run:
     def __init__(self, pkg: SavePackage, opts: TrainOptions, dist: Any) -> None:
+        assert pkg.path is not None
         self.pkg, self.opts, self.dist = pkg, opts, dist
+        self.path: Path = pkg.path
         self.args = pkg.args
         self.seed = pkg.seed if pkg.seed is not None else 0
         self.status: RunningStatus = RunningStatus()
@@ -132,7 +135,7 @@ class _Run:
             if st.is_main:
                 self.pkg.remove_temp_files()
                 segment = self.pkg.begin_segment(self._segment_info(state))
-            classes = load_user_classes(self.args, self.pkg.path)  # type: ignore[arg-type]
+            classes = load_user_classes(self.args, self.path)
             comps = build_components(classes, self.args, st, package=self.pkg, state=state)
             if state is not None:
                 self._restore_rng(state, comps)
@@ -141,7 +144,7 @@ class _Run:
         except BaseException as e:  # user code may raise anything; KeyboardInterrupt is a cancel
             failure = e
             if comps is not None:
-                self._guard(lambda: comps.life_cycle.train_aborting(e))
+                self._guard(functools.partial(comps.life_cycle.train_aborting, e))
             else:
                 import traceback
 
@@ -154,20 +157,32 @@ class _Run:
         self._guard(destroy_process_group)
         fe = comps.finished_epoch if comps else -1
         if segment is not None:
-            outcome = "succeeded" if failure is None else ("interrupted" if isinstance(failure, KeyboardInterrupt) else "failed")
-            self._guard(lambda: self.pkg.end_segment(
-                segment, status=outcome, finished_epoch=fe, error=None if failure is None else _describe(failure)
-            ))
+            outcome = (
+                "succeeded"
+                if failure is None
+                else ("interrupted" if isinstance(failure, KeyboardInterrupt) else "failed")
+            )
+            self._guard(
+                lambda: self.pkg.end_segment(
+                    segment,
+                    status=outcome,
+                    finished_epoch=fe,
+                    error=None if failure is None else _describe(failure),
+                )
+            )
         if isinstance(failure, KeyboardInterrupt):
             raise failure
         if failure is not None:
+            out = self.pkg.output_path(st.rank if self.dist else None)
             if isinstance(failure, DlnestError) and not isinstance(failure, TrainingFailed):
-                raise TrainingFailed(f"{failure} (see {self.pkg.output_path(st.rank if self.dist else None)})") from failure
-            raise TrainingFailed(
-                f"training failed: {_describe(failure)} (traceback in {self.pkg.output_path(st.rank if self.dist else None)})"
-            ) from failure
-        return TrainResult(package=self.pkg.path, finished_epoch=fe, global_step=comps.global_step if comps else 0,  # type: ignore[arg-type]
-                           last_checkpoint=self.last_ckpt)
+                raise TrainingFailed(f"{failure} (see {out})") from failure
+            raise TrainingFailed(f"training failed: {_describe(failure)} (traceback in {out})") from failure
+        return TrainResult(
+            package=self.path,
+            finished_epoch=fe,
+            global_step=comps.global_step if comps else 0,
+            last_checkpoint=self.last_ckpt,
+        )
 
     @staticmethod
     def _guard(fn: Callable[[], Any]) -> BaseException | None:
@@ -188,10 +203,10 @@ class _Run:
         self.resumed_from = ckpt
         if self.status.is_main:
             self.pkg.set_ckpt_id(ckpt + 1)  # forget (and delete) the abandoned branch after it
-            MetricsLog(self.pkg.path).drop_after(int(state.get("finished_epoch", -1)))  # type: ignore[arg-type]
+            MetricsLog(self.path).drop_after(int(state.get("finished_epoch", -1)))
             print(f"[dlnest-ray] resuming from checkpoint {ckpt} (epoch {state.get('finished_epoch')})")
         barrier(self.status)  # no rank starts before rank 0 has settled the package
-        return state  # type: ignore[no-any-return]
+        return state
 
     def _restore_rng(self, state: dict[str, Any], comps: Components) -> None:
         st = self.status
@@ -224,7 +239,7 @@ class _Run:
     # ------------------------------------------------------------------------------------ the loop
     def _loop(self, c: Components) -> None:
         lc, model, args, st = c.life_cycle, c.model, self.args, self.status
-        metrics = MetricsLog(self.pkg.path) if st.is_main else None  # type: ignore[arg-type]
+        metrics = MetricsLog(self.path) if st.is_main else None
         epoch = c.finished_epoch + 1
         st.epoch = epoch
         if call_hook(lc, "before", "train"):
@@ -237,7 +252,7 @@ class _Run:
                 st.phase = Phase.TRAINING
                 loader = c.train_loader
                 sampler = getattr(loader, "sampler", None)
-                if hasattr(sampler, "set_epoch"):
+                if sampler is not None and hasattr(sampler, "set_epoch"):
                     sampler.set_epoch(epoch)
                 total = _len_or_none(loader)
                 self._notify("epoch_started", epoch, total)
@@ -268,7 +283,11 @@ class _Run:
                     if st.is_main:
                         state = checkpoint_state(c, seed=self.seed, rng=capture_rng())
                         self.last_ckpt = self.pkg.save_checkpoint(
-                            state, hold=hold, epoch=epoch, step=c.global_step, wait=not self.opts.async_checkpoints
+                            state,
+                            hold=hold,
+                            epoch=epoch,
+                            step=c.global_step,
+                            wait=not self.opts.async_checkpoints,
                         )
                     barrier(st)  # every rank waits until rank 0 has captured the state
                 call_hook(lc, "after", "save_model")

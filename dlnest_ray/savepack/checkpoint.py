@@ -54,20 +54,37 @@ class CheckpointRecord:
         )
 
 
-def snapshot(obj: Any) -> Any:
-    """A deep copy of ``obj`` that later training cannot mutate: tensors are copied to CPU memory."""
+def snapshot(obj: Any, reuse: Any = None) -> Any:
+    """A deep copy of ``obj`` that later training cannot mutate: tensors are copied to CPU memory.
+
+    ``reuse`` is an earlier snapshot no longer in use: tensors at the same place with the same shape
+    and dtype are overwritten in place. Fresh large allocations are mapped lazily and every first touch
+    of a page faults, which makes a clone several times slower than copying into warm memory.
+    """
     import torch
 
     if isinstance(obj, torch.Tensor):
         t = obj.detach()
+        if (
+            isinstance(reuse, torch.Tensor)
+            and reuse.device.type == "cpu"
+            and reuse.shape == t.shape
+            and reuse.dtype == t.dtype
+            and reuse.layout == t.layout == torch.strided
+            and reuse.is_contiguous()
+            and reuse.data_ptr() != t.data_ptr()
+        ):
+            return reuse.copy_(t)
         return t.clone() if t.device.type == "cpu" else t.to("cpu")
     if isinstance(obj, dict):
-        items = [(k, snapshot(v)) for k, v in obj.items()]
+        old = reuse if isinstance(reuse, dict) else {}
+        items = [(k, snapshot(v, old.get(k))) for k, v in obj.items()]
         return type(obj)(items) if type(obj) in _DICT_TYPES else dict(items)
-    if isinstance(obj, list):
-        return [snapshot(v) for v in obj]
-    if isinstance(obj, tuple):
-        values = [snapshot(v) for v in obj]
+    if isinstance(obj, (list, tuple)):
+        old_seq = reuse if isinstance(reuse, (list, tuple)) and len(reuse) == len(obj) else [None] * len(obj)
+        values = [snapshot(v, r) for v, r in zip(obj, old_seq, strict=True)]
+        if isinstance(obj, list):
+            return values
         return type(obj)(*values) if hasattr(obj, "_fields") else tuple(values)
     if isinstance(obj, (int, float, str, bytes, bool, type(None))):
         return obj

@@ -22,7 +22,14 @@ from ..atomic import atomic_write_json
 from ..config import LoadedConfig
 from ..errors import PackageError
 
-__all__ = ["CODE_PATH_KEYS", "NewPackage", "create_package_dir", "environment_info", "git_info", "validate_name"]
+__all__ = [
+    "CODE_PATH_KEYS",
+    "NewPackage",
+    "create_package_dir",
+    "environment_info",
+    "git_info",
+    "validate_name",
+]
 
 CODE_PATH_KEYS = ("model_file_path", "runner_file_path", "dataset_file_path", "life_cycle_file_path")
 CONFIGS_DIR = "_configs"

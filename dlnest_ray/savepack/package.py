@@ -76,6 +76,7 @@ class SavePackage:
         self.prefix = "state_"
         self._lock = threading.RLock()
         self._writer = CheckpointWriter()
+        self._last_snapshot: Any = None
         if config_path:
             self._loaded = load_config(config_path, freq_path or None)
             self.args = self._loaded.args
@@ -161,12 +162,24 @@ class SavePackage:
     def _load_manifest(self, raw: dict[str, Any]) -> None:
         assert self.path is not None
         self.prefix = str(raw.get("prefix", "state_"))
-        fast, slow, cons = (tuple(int(i) for i in raw.get(k, [])) for k in ("ckpt_fast", "ckpt_slow", "ckpt_consistent"))
-        known = {"prefix", "ckpt_fast", "ckpt_slow", "ckpt_consistent", "checkpoints", "next_ckpt_id", "version"}
+        fast, slow, cons = (
+            tuple(int(i) for i in raw.get(k, [])) for k in ("ckpt_fast", "ckpt_slow", "ckpt_consistent")
+        )
+        known = {
+            "prefix",
+            "ckpt_fast",
+            "ckpt_slow",
+            "ckpt_consistent",
+            "checkpoints",
+            "next_ckpt_id",
+            "version",
+        }
         self._meta = {k: v for k, v in raw.items() if k not in known}
         self._meta.setdefault("segments", [])
         if "checkpoints" in raw:
-            self._records = {int(k): CheckpointRecord.from_json(int(k), v) for k, v in raw["checkpoints"].items()}
+            self._records = {
+                int(k): CheckpointRecord.from_json(int(k), v) for k, v in raw["checkpoints"].items()
+            }
             next_id = int(raw.get("next_ckpt_id", max(self._records, default=-1) + 1))
         else:  # a DLNest package: adopt the tracked files that exist, without hashes
             self._records = {}
@@ -174,16 +187,25 @@ class SavePackage:
                 f = self.ckpt_path(i)
                 if f.is_file():
                     self._records[i] = CheckpointRecord(
-                        id=i, epoch=None, step=None, time=f.stat().st_mtime, bytes=f.stat().st_size, sha256=None
+                        id=i,
+                        epoch=None,
+                        step=None,
+                        time=f.stat().st_mtime,
+                        bytes=f.stat().st_size,
+                        sha256=None,
                     )
             on_disk = [int(m["id"]) for f in self.ckpt_dir.glob("*.ckpt") if (m := _CKPT_RE.match(f.name))]
             next_id = max([*on_disk, *self._records], default=-1) + 1
-        self._tracks = self._committed_tracks = TrackState(fast=fast, slow=slow, consistent=cons, next_id=next_id)
+        self._tracks = self._committed_tracks = TrackState(
+            fast=fast, slow=slow, consistent=cons, next_id=next_id
+        )
 
     # ----------------------------------------------------------------------------------- manifest
     def _require_path(self) -> Path:
         if self.path is None:
-            raise PackageError("this SavePackage has no folder yet: call save_to_new_dir() or SavePackage.open()")
+            raise PackageError(
+                "this SavePackage has no folder yet: call save_to_new_dir() or SavePackage.open()"
+            )
         return self.path
 
     @property
@@ -273,7 +295,8 @@ class SavePackage:
             committed = self._tracks
             adm = admit(committed, self._limits, hold=hold)
             self._tracks = adm.state
-        snap = snapshot(state_dict)
+        # The previous snapshot's buffers are free (its write finished above): copy into them.
+        snap = self._last_snapshot = snapshot(state_dict, self._last_snapshot)
         path = self.ckpt_path(adm.ckpt_id)
         ckpt_dir = self.ckpt_dir
 
@@ -282,7 +305,9 @@ class SavePackage:
             if adm.ckpt_id not in adm.delete:  # a limit of 0 everywhere: admitted and evicted at once
                 ckpt_dir.mkdir(exist_ok=True)
                 nbytes, sha = write_file(path, snap)
-                record = CheckpointRecord(id=adm.ckpt_id, epoch=epoch, step=step, time=time.time(), bytes=nbytes, sha256=sha)
+                record = CheckpointRecord(
+                    id=adm.ckpt_id, epoch=epoch, step=step, time=time.time(), bytes=nbytes, sha256=sha
+                )
             with self._lock:
                 if record is not None:
                     self._records[adm.ckpt_id] = record
@@ -336,7 +361,7 @@ class SavePackage:
             raise CheckpointError(f"checkpoint {ckpt_id} in {self.path} is damaged (size or sha256 differs)")
         return ckpt_id
 
-    def state_dict(self, id: int = -1, device: str = "cpu") -> Any:  # noqa: A002 - DLNest's name
+    def state_dict(self, id: int = -1, device: str = "cpu") -> Any:
         """Load checkpoint ``id`` (``-1``: the latest valid one) onto ``device``."""
         return load_file(self.ckpt_path(self.resolve_ckpt_id(id)), device)
 
@@ -362,7 +387,7 @@ class SavePackage:
                 self.ckpt_path(i).unlink()
 
     def remove_temp_files(self) -> None:
-        """Delete temp files left by a writer that was killed mid-write (call only as the package's writer)."""
+        """Delete temp files of a writer killed mid-write (call only as the package's one writer)."""
         for f in self.ckpt_dir.glob(".*.tmp-*"):
             with contextlib.suppress(OSError):
                 f.unlink()
@@ -374,24 +399,23 @@ class SavePackage:
 
     def output_file(self, rank: int | None = None) -> IO[str]:
         """``_output.txt`` (or ``_output_<rank>.txt``) opened for appending, line-buffered."""
-        return open(self.output_path(rank), "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+        return open(self.output_path(rank), "a", buffering=1, encoding="utf-8")
 
     # ----------------------------------------------------------------------------------- DLNest names
-    giveArgs = give_args  # noqa: N815
-    saveToNewDir = save_to_new_dir  # noqa: N815
-    getStateDict = state_dict  # noqa: N815
-    setCkptID = set_ckpt_id  # noqa: N815
+    giveArgs = give_args
+    saveToNewDir = save_to_new_dir
+    getStateDict = state_dict
+    setCkptID = set_ckpt_id
 
-    def saveACheckpoint(self, stateDict: Any, holdThisCheckpoint: bool = False) -> int:  # noqa: N802, N803
+    def saveACheckpoint(self, stateDict: Any, holdThisCheckpoint: bool = False) -> int:
         return self.save_checkpoint(stateDict, hold=holdThisCheckpoint)
 
-    def initFromAnExistSavePackage(self, packagePath: str | Path) -> None:  # noqa: N802, N803
+    def initFromAnExistSavePackage(self, packagePath: str | Path) -> None:
         other = SavePackage.open(packagePath)
         self.__dict__.update(other.__dict__)
 
-    def getOutputFile(self, rank: int = -1) -> IO[str]:  # noqa: N802
+    def getOutputFile(self, rank: int = -1) -> IO[str]:
         return self.output_file(None if rank < 0 else rank)
 
     def __repr__(self) -> str:
         return f"SavePackage({str(self.path) if self.path else 'unsaved'!r})"
-

@@ -69,7 +69,7 @@ def admit(state: TrackState, limits: TrackLimits, *, hold: bool) -> Admission:
 
 
 def truncate(state: TrackState, next_id: int) -> tuple[TrackState, tuple[int, ...]]:
-    """Forget ids >= ``next_id`` (resume from an older checkpoint); return the new state and the dropped ids."""
+    """Forget ids >= ``next_id`` (resume from an older checkpoint); return the new state, dropped ids."""
     if next_id < 0:
         raise ValueError("next_id must be >= 0")
 
