@@ -16,6 +16,7 @@ project can be moved); ``save_root``, the code files and ``other_file_paths`` ar
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -103,7 +104,7 @@ def load_json(path: Path) -> dict[str, Any]:
 
 def merge(base: Mapping[str, Any], overlay: Mapping[str, Any], *, source: str = "") -> dict[str, Any]:
     """Return ``base`` with ``overlay`` merged onto it (DLNest's ``__replaceArgs``); inputs are untouched."""
-    out = dict(base)
+    out = copy.deepcopy(dict(base))  # the result shares nothing with the inputs
     for key, value in overlay.items():
         out[key] = _merge_value(out.get(key, _ABSENT), value, key, source)
     return out
@@ -114,9 +115,9 @@ _ABSENT = object()
 
 def _merge_value(old: Any, new: Any, key_path: str, source: str) -> Any:
     if not isinstance(new, dict):
-        return new
+        return copy.deepcopy(new)
     if old is _ABSENT:
-        return _copy_dict(new)
+        return copy.deepcopy(new)
     if not isinstance(old, dict):
         where = f"{source}: " if source else ""
         raise ConfigError(
@@ -127,10 +128,6 @@ def _merge_value(old: Any, new: Any, key_path: str, source: str) -> Any:
     for k, v in new.items():
         merged[k] = _merge_value(merged.get(k, _ABSENT), v, f"{key_path}.{k}", source)
     return merged
-
-
-def _copy_dict(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: _copy_dict(v) if isinstance(v, dict) else v for k, v in d.items()}
 
 
 def _load_tree(

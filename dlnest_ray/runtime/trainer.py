@@ -29,6 +29,7 @@ from .aliases import overrides
 from .bases import ModelBase
 from .build import Components, build_components, call_hook, checkpoint_state
 from .distributed import (
+    DEFAULT_PG_TIMEOUT_S,
     barrier,
     capture_rng,
     choose_device,
@@ -125,7 +126,8 @@ class _Run:
         self.status = choose_device(cpu=self.opts.cpu, gpus=self.opts.gpus, dist=self.dist)
         st = self.status
         if self.dist is not None:
-            init_process_group(self.dist, st)
+            timeout = self.args.get("ddp_timeout_s", DEFAULT_PG_TIMEOUT_S)
+            init_process_group(self.dist, st, timeout_s=float(timeout))
         segment: int | None = None
         comps: Components | None = None
         failure: BaseException | None = None

@@ -59,6 +59,8 @@ def _timestamp_name(prefix: str) -> str:
 
 
 def _claim(save_root: Path, name: str | None, prefix: str) -> Path:
+    if name is not None:
+        validate_name(name)  # before anything is created
     try:
         save_root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -97,12 +99,21 @@ def _placement(raw: str, root_dir: Path) -> tuple[Path, PurePath]:
     return (root_dir / rel).resolve(), rel
 
 
-def _copy_into(src: Path, dest: Path) -> None:
+def _copy_into(src: Path, dest: Path, *, skip: Path) -> None:
+    """Copy a file or folder; ``skip`` (the save root) is never copied, so a listed project folder
+    that contains it does not copy packages into the package."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    if src.is_dir():
-        shutil.copytree(src, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    else:
+    if not src.is_dir():
         shutil.copy2(src, dest)
+        return
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        base = Path(folder)
+        return {n for n in names if n == "__pycache__" or n.endswith(".pyc") or (base / n).resolve() == skip}
+
+    if src.resolve() == skip:
+        raise PackageError(f"code path {src} is the save_root itself; list the code files instead")
+    shutil.copytree(src, dest, dirs_exist_ok=True, ignore=ignore)
 
 
 def git_info(folder: Path) -> dict[str, Any] | None:
@@ -156,7 +167,7 @@ def _snapshot_code(args: Mapping[str, Any], root_dir: Path, target: Path) -> dic
         if taken.get(rel, src) != src:
             raise PackageError(f"two code paths would be copied to the same place {rel} in the package")
         if rel not in taken:
-            _copy_into(src, target / rel)
+            _copy_into(src, target / rel, skip=target.parent)
             taken[rel] = src
         return f"./{rel.as_posix()}"
 
@@ -177,7 +188,7 @@ def _snapshot_configs(loaded: LoadedConfig, target: Path) -> dict[str, Any]:
             rel = PurePath(CONFIGS_DIR) / src.relative_to(base)
         except ValueError:
             rel = PurePath(CONFIGS_DIR) / "_external" / f"{n}-{src.name}"
-        _copy_into(src, target / rel)
+        _copy_into(src, target / rel, skip=target.parent)
         copies.append({"source": str(src), "copy": rel.as_posix()})
         if src == loaded.freq_config:
             freq_copy = rel.as_posix()

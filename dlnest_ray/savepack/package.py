@@ -363,7 +363,20 @@ class SavePackage:
 
     def state_dict(self, id: int = -1, device: str = "cpu") -> Any:
         """Load checkpoint ``id`` (``-1``: the latest valid one) onto ``device``."""
-        return load_file(self.ckpt_path(self.resolve_ckpt_id(id)), device)
+        if id != -1:
+            return load_file(self.ckpt_path(self.resolve_ckpt_id(id)), device)
+        self.flush()
+        for i, rec in sorted(self.records.items(), reverse=True):
+            path = self.ckpt_path(i)
+            if not file_matches(path, rec):
+                continue
+            try:
+                return load_file(path, device)
+            except CheckpointError:
+                if rec.sha256 is not None:
+                    raise  # verified bytes that do not load: not a torn write, report it
+                # adopted from DLNest without a hash: a torn file is only found by loading it
+        raise CheckpointError(f"package {self.path} has no valid checkpoint to load")
 
     def set_ckpt_id(self, ckpt_id: int) -> None:
         """Continue from an older checkpoint: the next save gets ``ckpt_id``; ids >= it are forgotten
@@ -388,7 +401,7 @@ class SavePackage:
 
     def remove_temp_files(self) -> None:
         """Delete temp files of a writer killed mid-write (call only as the package's one writer)."""
-        for f in self.ckpt_dir.glob(".*.tmp-*"):
+        for f in [*self.ckpt_dir.glob(".*.tmp-*"), *self._require_path().glob(".*.tmp-*")]:
             with contextlib.suppress(OSError):
                 f.unlink()
 
