@@ -226,7 +226,7 @@ class ModelBaseTorch(ModelBase):
                 from torch.nn.parallel import DistributedDataParallel
 
                 ids = [self.device.index] if self.device.type == "cuda" else None
-                find_unused = bool(self.args.get("ddp_find_unused_parameters", True))
+                find_unused = bool(self.args.get("ddp_find_unused_parameters", False))
                 ddp = DistributedDataParallel(module, device_ids=ids, find_unused_parameters=find_unused)
                 wrapped = _DDPModule(module, ddp)
                 self._dlnest_wrapped[len(self._dlnest_modules)] = wrapped
