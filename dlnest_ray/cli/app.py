@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
+
+try:  # typer >= 0.29 ships its own copy of click; older versions use the click package
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
 from ..errors import DlnestError
 from . import foreground, project
@@ -42,10 +46,10 @@ def main(argv: list[str] | None = None) -> None:
     except DlnestError as e:
         error_line(str(e))
         sys.exit(1)
-    except click.exceptions.ClickException as e:
+    except click_exceptions.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         error_line("interrupted")
         sys.exit(130)
     sys.exit(result if isinstance(result, int) else 0)

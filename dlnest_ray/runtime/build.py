@@ -11,11 +11,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import UserCodeError
 from .bases import SKIP
 from .loader import UserClasses
 from .status import RunningStatus
 
-__all__ = ["Components", "build_components", "call_hook", "checkpoint_state"]
+__all__ = [
+    "Components",
+    "build_components",
+    "call_hook",
+    "checkpoint_state",
+    "init_components",
+    "new_components",
+]
 
 CHECKPOINT_FORMAT = "dlnest-ray/1"
 
@@ -39,21 +47,29 @@ class Components:
     skipped_all: bool = False
 
 
-def build_components(
+def new_components(
+    classes: UserClasses, args: dict[str, Any], status: RunningStatus, *, package: Any
+) -> Components:
+    """Instantiate the life cycle alone, so that a failure in anything built after it still reaches
+    its ``train_aborting`` and ``after_all``."""
+    lc = classes.life_cycle()
+    lc.args, lc.status, lc.package = args, status, package
+    return Components(life_cycle=lc)
+
+
+def init_components(
+    comps: Components,
     classes: UserClasses,
     args: dict[str, Any],
     status: RunningStatus,
     *,
-    package: Any,
     state: dict[str, Any] | None,
-) -> Components:
-    """Instantiate and initialise life cycle, dataset and model; restore ``state`` when given."""
-    lc = classes.life_cycle()
-    lc.args, lc.status, lc.package = args, status, package
-    comps = Components(life_cycle=lc)
+) -> None:
+    """``before_all``, then the dataset and the model (with their hooks); restore ``state`` when given."""
+    lc = comps.life_cycle
     if call_hook(lc, "before", "all"):
         comps.skipped_all = True
-        return comps
+        return
     if state is not None:
         lc.load_save_dict(state.get("life_cycle", {}))
         comps.finished_epoch = int(state.get("finished_epoch", -1))
@@ -62,8 +78,6 @@ def build_components(
         ds = classes.dataset(args, status=status)
         result = ds.init(args)
         if not (isinstance(result, tuple) and len(result) == 3):
-            from ..errors import UserCodeError
-
             raise UserCodeError("Dataset.init(args) must return (dataset_info, train_loader, val_loader)")
         comps.dataset_info, comps.train_loader, comps.val_loader = result
         if state is not None:
@@ -81,6 +95,19 @@ def build_components(
             comps.log = model.init_log() or {}
         comps.model = lc.model = model
     call_hook(lc, "after", "model_init")
+
+
+def build_components(
+    classes: UserClasses,
+    args: dict[str, Any],
+    status: RunningStatus,
+    *,
+    package: Any,
+    state: dict[str, Any] | None,
+) -> Components:
+    """:func:`new_components` then :func:`init_components`."""
+    comps = new_components(classes, args, status, package=package)
+    init_components(comps, classes, args, status, state=state)
     return comps
 
 

@@ -13,6 +13,7 @@ A user exception anywhere ends the run: ``train_aborting`` prints the traceback 
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 import socket
@@ -27,7 +28,7 @@ from ..savepack.metrics import MetricsLog
 from ..savepack.package import SavePackage
 from .aliases import overrides
 from .bases import ModelBase
-from .build import Components, build_components, call_hook, checkpoint_state
+from .build import Components, call_hook, checkpoint_state, init_components, new_components
 from .distributed import (
     DEFAULT_PG_TIMEOUT_S,
     barrier,
@@ -85,7 +86,10 @@ def move_to_device(data: Any, device: Any) -> Any:
         moved = [move_to_device(d, device) for d in data]
         return type(data)(*moved) if hasattr(data, "_fields") else tuple(moved)
     if isinstance(data, dict):
-        return type(data)((k, move_to_device(v, device)) for k, v in data.items())
+        out = copy.copy(data)  # keeps the dict's type and, for a defaultdict, its factory
+        for k, v in data.items():
+            out[k] = move_to_device(v, device)
+        return out
     return data
 
 
@@ -138,7 +142,8 @@ class _Run:
                 self.pkg.remove_temp_files()
                 segment = self.pkg.begin_segment(self._segment_info(state))
             classes = load_user_classes(self.args, self.path)
-            comps = build_components(classes, self.args, st, package=self.pkg, state=state)
+            comps = new_components(classes, self.args, st, package=self.pkg)
+            init_components(comps, classes, self.args, st, state=state)
             if state is not None:
                 self._restore_rng(state, comps)
             if not comps.skipped_all:

@@ -106,11 +106,11 @@ class SavePackage:
         if self.path is not None:
             raise PackageError(f"this SavePackage already has a folder: {self.path}")
         source = str(self._loaded.root_config) if self._loaded else "config"
-        limits = _limits(self.args, source)
-        if copy_files:
+        if copy_files:  # first: it lists every missing key at once
             layout = resolve_layout(self.args, self._base_dir, source=source)
             root_dir, save_root = layout.root_dir, layout.save_root
-        else:
+        limits = _limits(self.args, source)
+        if not copy_files:
             if not isinstance(self.args.get("save_root"), str):
                 raise ConfigError(f"{source}: missing required key: save_root")
             root_dir = (self._base_dir / str(self.args.get("root_file_path") or ".")).resolve()

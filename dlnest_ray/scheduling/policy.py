@@ -1,0 +1,206 @@
+"""The scheduling policy: pending tasks + a snapshot of the GPUs → one decision per task (pure).
+
+Rules:
+
+* A GPU task needs ``memory_mb`` (default 90% of the GPU's total) on one GPU whose usable memory
+  (NVML free minus what runs launched within the cooldown reserved) covers it and whose task count is
+  below the maximum; among those, best fit (least memory left over).
+* ``multi``/``ddp`` without ``gpus``: when no single GPU fits, the fewest GPUs of one node that each
+  cover ``ceil(memory / k)``. ``gpus=K``: exactly K GPUs of one node. Ranks always get distinct GPUs.
+* CPU tasks need no GPU and never wait behind GPU tasks.
+* Backfill: a task that does not fit does not block the tasks behind it, but a task that has waited
+  longer than ``settings.starvation_s`` reserves the GPUs it waits for, so younger tasks cannot keep
+  taking them.
+* Disabled GPUs are never chosen. Every waiting task gets a reason a person can act on.
+
+:func:`infeasible` says, at submit time, when no GPU layout could ever satisfy a request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .specs import Decision, GpuState, Launch, Placement, Settings, Snapshot, TaskSpec, Wait
+
+__all__ = ["decide", "infeasible"]
+
+
+def _need(task: TaskSpec, total_mb: int, k: int, settings: Settings) -> int:
+    """MB needed on one of ``k`` GPUs with ``total_mb``: an even share, or 90% of the GPU by default."""
+    if task.memory_mb is None:
+        return int(total_mb * settings.memory_fraction)
+    return -(-task.memory_mb // k)
+
+
+def infeasible(task: TaskSpec, gpus: Sequence[GpuState], settings: Settings | None = None) -> str | None:
+    """Why no node could ever run ``task`` (ignoring current load), or None when some node could."""
+    settings = settings or Settings()
+    if task.placement is Placement.CPU:
+        return None
+    if not gpus:
+        return "no node of the cluster has a GPU; submit with --cpu"
+    nodes: dict[str, list[GpuState]] = {}
+    for g in gpus:
+        nodes.setdefault(g.node, []).append(g)
+    most = max(len(v) for v in nodes.values())
+    largest = max(g.total_mb for g in gpus)
+    if task.gpus is not None and task.gpus > most:
+        return f"asks for {task.gpus} GPUs but no node has more than {most}"
+    for node_gpus in nodes.values():
+        totals = sorted((g.total_mb for g in node_gpus), reverse=True)
+        counts = (
+            [task.gpus]
+            if task.gpus is not None
+            else (range(1, len(totals) + 1) if task.placement.spreads else [1])
+        )
+        for k in counts:
+            if k <= len(totals) and all(_need(task, t, k, settings) <= t for t in totals[:k]):
+                return None
+    if task.placement.spreads:
+        k = task.gpus or most
+        return f"needs {task.memory_mb} MB over {k} GPU(s) of one node, more than the GPUs of any node hold"
+    return (
+        f"needs {task.memory_mb} MB on one GPU but the largest GPU has {largest} MB; "
+        "use --multi-gpu or --ddp to spread it over several GPUs"
+    )
+
+
+class _Pool:
+    """Mutable view of the GPUs during one pass: launches decided so far take memory and slots."""
+
+    def __init__(self, gpus: Sequence[GpuState], settings: Settings) -> None:
+        self.gpus = list(gpus)
+        self.settings = settings
+        self.usable = [g.usable_mb for g in gpus]
+        self.tasks = [g.tasks for g in gpus]
+        self.held_for: dict[int, str] = {}  # GPU position → the starving task it is reserved for
+        self.by_node: dict[str, list[int]] = {}
+        for i, g in enumerate(gpus):
+            self.by_node.setdefault(g.node, []).append(i)
+        self.version = 0
+
+    def open(self, i: int) -> bool:
+        return (
+            self.gpus[i].enabled
+            and self.tasks[i] < self.settings.max_tasks_per_device
+            and i not in self.held_for
+        )
+
+    def take(self, positions: Sequence[int], mb: int) -> None:
+        for i in positions:
+            self.usable[i] -= mb
+            self.tasks[i] += 1
+        self.version += 1
+
+    def hold(self, positions: Sequence[int], task_id: str) -> None:
+        for i in positions:
+            self.held_for.setdefault(i, task_id)
+        self.version += 1
+
+    def fit(self, task: TaskSpec, k: int, *, ignore_load: bool = False) -> tuple[str, list[int], int] | None:
+        """Best-fit k distinct GPUs of one node for ``task``: (node, positions, MB each), or None."""
+        best: tuple[int, str, list[int], int] | None = None
+        for node, positions in self.by_node.items():
+            cands: list[tuple[int, int, int]] = []
+            for i in positions:
+                g = self.gpus[i]
+                if ignore_load:
+                    if not g.enabled:
+                        continue
+                    need = _need(task, g.total_mb, k, self.settings)
+                    if need <= g.total_mb:
+                        cands.append((-self.usable[i], g.index, i))  # most free first: fits soonest
+                    continue
+                if not self.open(i):
+                    continue
+                need = _need(task, g.total_mb, k, self.settings)
+                if self.usable[i] >= need:
+                    cands.append((self.usable[i] - need, g.index, i))
+            if len(cands) < k:
+                continue
+            cands.sort()
+            chosen = cands[:k]
+            score = sum(c[0] for c in chosen)
+            if best is None or (score, node) < (best[0], best[1]):
+                mb = max(_need(task, self.gpus[c[2]].total_mb, k, self.settings) for c in chosen)
+                best = (score, node, [c[2] for c in chosen], mb)
+        return None if best is None else (best[1], best[2], best[3])
+
+    def counts(self, task: TaskSpec) -> Sequence[int]:
+        if task.gpus is not None:
+            return [task.gpus]
+        if not task.placement.spreads:
+            return [1]
+        return range(1, max((len(v) for v in self.by_node.values()), default=0) + 1)
+
+    def place(self, task: TaskSpec) -> tuple[str, list[int], int] | None:
+        for k in self.counts(task):
+            found = self.fit(task, k)
+            if found is not None:
+                return found
+        return None
+
+    def explain(self, task: TaskSpec) -> str:
+        open_gpus = [i for i, g in enumerate(self.gpus) if self.open(i)]
+        if not any(g.enabled for g in self.gpus):
+            return "no GPU is enabled (see `dlnest-ray config --devices`)"
+        if not open_gpus:
+            enabled = [i for i, g in enumerate(self.gpus) if g.enabled]
+            if all(self.tasks[i] >= self.settings.max_tasks_per_device for i in enabled):
+                limit = self.settings.max_tasks_per_device
+                return f"every enabled GPU already runs {limit} task(s) (max per device)"
+            holders = sorted({self.held_for[i] for i in enabled if i in self.held_for})
+            return f"the free GPUs are reserved for {', '.join(holders)}, which waited longest"
+        best = max(open_gpus, key=lambda i: (self.usable[i], -i))
+        g = self.gpus[best]
+        if task.gpus is None and not task.placement.spreads:
+            need = _need(task, g.total_mb, 1, self.settings)
+            return f"needs {need} MB on 1 GPU; best free is {max(self.usable[best], 0)} MB on {g.label}"
+        k = task.gpus or max(len(v) for v in self.by_node.values())
+        counts = {n: sum(1 for i in pos if self.open(i)) for n, pos in self.by_node.items()}
+        node = max(counts, key=lambda n: counts[n])
+        need = _need(task, g.total_mb, k, self.settings)
+        what = f"{task.gpus} GPUs" if task.gpus else f"up to {k} GPUs"
+        return (
+            f"needs {what} of one node with {need} MB each; best free is {max(self.usable[best], 0)} MB on "
+            f"{g.label} ({counts[node]} open GPU(s) on {node})"
+        )
+
+
+def decide(pending: Sequence[TaskSpec], snapshot: Snapshot) -> list[Decision]:
+    """One decision per pending task, in submit order; launches within the pass see each other."""
+    pool = _Pool(snapshot.gpus, snapshot.settings)
+    failed: dict[tuple[Placement, int | None, int | None], tuple[int, str]] = {}
+    out: list[Decision] = []
+    for task in pending:
+        if task.placement is Placement.CPU:
+            out.append(Launch(task_id=task.task_id, node=None, gpus=(), mb_per_gpu=0))
+            continue
+        starving = snapshot.now - task.submitted_at > snapshot.settings.starvation_s
+        key = (task.placement, task.memory_mb, task.gpus)
+        cached = failed.get(key)
+        if cached is not None and cached[0] == pool.version and not starving:
+            out.append(Wait(task_id=task.task_id, reason=cached[1]))
+            continue
+        found = pool.place(task)
+        if found is not None:
+            node, positions, mb = found
+            pool.take(positions, mb)
+            gpus = tuple(pool.gpus[i].index for i in positions)
+            out.append(Launch(task_id=task.task_id, node=node, gpus=gpus, mb_per_gpu=mb))
+            continue
+        reason = pool.explain(task)
+        if not starving:
+            failed[key] = (pool.version, reason)
+            out.append(Wait(task_id=task.task_id, reason=reason))
+            continue
+        # Hold the fewest GPUs that could ever run it, the most free first: they fit soonest.
+        target = next((t for k in pool.counts(task) if (t := pool.fit(task, k, ignore_load=True))), None)
+        labels: tuple[str, ...] = ()
+        if target is not None:
+            pool.hold(target[1], task.task_id)
+            labels = tuple(pool.gpus[i].label for i in target[1])
+            waited = snapshot.now - task.submitted_at
+            reason = f"{reason}; waiting {waited:.0f} s, so {', '.join(labels)} is held for it"
+        out.append(Wait(task_id=task.task_id, reason=reason, reserving=labels))
+    return out

@@ -1,0 +1,98 @@
+"""Inputs and outputs of the scheduling policy (pure data: no Ray, no NVML, no clock)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+__all__ = ["Decision", "GpuState", "Launch", "Placement", "Settings", "Snapshot", "TaskSpec", "Wait"]
+
+DEFAULT_MEMORY_FRACTION = 0.9  # DLNest: a task without --memory needs 90% of a GPU
+
+
+class Placement(str, Enum):
+    """How a task uses devices."""
+
+    CPU = "cpu"  # no GPU; never waits behind GPU tasks
+    GPU = "gpu"  # one GPU
+    MULTI = "multi"  # one process, several GPUs when one does not fit (DLNest -mc)
+    DDP = "ddp"  # one rank per GPU, GPUs of one node
+
+    @property
+    def spreads(self) -> bool:
+        return self in (Placement.MULTI, Placement.DDP)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskSpec:
+    """A pending task's resource request. ``memory_mb`` is the total the run needs (split evenly over
+    its GPUs); None means 90% of a GPU. ``gpus`` asks for exactly that many GPUs/ranks."""
+
+    task_id: str
+    placement: Placement = Placement.GPU
+    memory_mb: int | None = None
+    gpus: int | None = None
+    submitted_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.memory_mb is not None and self.memory_mb <= 0:
+            raise ValueError("memory_mb must be positive")
+        if self.gpus is not None and (self.gpus < 1 or not self.placement.spreads):
+            raise ValueError("gpus needs placement multi or ddp and a count >= 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class GpuState:
+    """One GPU as the policy sees it. ``recent_mb``: memory of runs launched within the cooldown that
+    may not have allocated yet (not yet visible in ``free_mb``)."""
+
+    node: str
+    index: int
+    total_mb: int
+    free_mb: int
+    tasks: int = 0
+    enabled: bool = True
+    recent_mb: int = 0
+
+    @property
+    def usable_mb(self) -> int:
+        return self.free_mb - self.recent_mb
+
+    @property
+    def label(self) -> str:
+        return f"{self.node}:gpu{self.index}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    max_tasks_per_device: int = 10_000
+    starvation_s: float = 1800.0  # a task waiting longer reserves the GPUs it waits for
+    memory_fraction: float = DEFAULT_MEMORY_FRACTION
+
+
+@dataclass(frozen=True, kw_only=True)
+class Snapshot:
+    gpus: tuple[GpuState, ...]
+    settings: Settings = field(default_factory=Settings)
+    now: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Launch:
+    """Start ``task_id`` on ``node`` with these GPU indices, reserving ``mb_per_gpu`` on each.
+    A CPU task has ``node=None`` (Ray picks a node) and no GPUs."""
+
+    task_id: str
+    node: str | None
+    gpus: tuple[int, ...]
+    mb_per_gpu: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Wait:
+    task_id: str
+    reason: str
+    reserving: tuple[str, ...] = ()  # GPU labels held back for this (starving) task
+
+
+Decision = Launch | Wait
