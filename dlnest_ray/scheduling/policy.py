@@ -8,9 +8,10 @@ Rules:
 * ``multi``/``ddp`` without ``gpus``: when no single GPU fits, the fewest GPUs of one node that each
   cover ``ceil(memory / k)``. ``gpus=K``: exactly K GPUs of one node. Ranks always get distinct GPUs.
 * CPU tasks need no GPU and never wait behind GPU tasks.
-* Backfill: a task that does not fit does not block the tasks behind it, but a task that has waited
-  longer than ``settings.starvation_s`` reserves the GPUs it waits for, so younger tasks cannot keep
-  taking them.
+* Backfill: a task that does not fit does not block the tasks behind it, but the oldest task that
+  has waited longer than ``settings.starvation_s`` reserves the GPUs it waits for (the most free ones
+  it could use), so younger tasks cannot keep taking them. One reservation at a time, as in EASY
+  backfilling: starving tasks are served oldest first while the other GPUs keep backfilling.
 * Disabled GPUs are never chosen. Every waiting task gets a reason a person can act on.
 
 :func:`infeasible` says, at submit time, when no GPU layout could ever satisfy a request.
@@ -77,25 +78,42 @@ class _Pool:
         self.by_node: dict[str, list[int]] = {}
         for i, g in enumerate(gpus):
             self.by_node.setdefault(g.node, []).append(i)
+        self.is_open = [self._compute_open(i) for i in range(len(self.gpus))]
         self.version = 0
+        self._tops_version = -1
+        self._tops: list[list[int]] = []
+        self._summary_version = -1
+        self._summary_value: tuple[str | None, int, str, int] = (None, -1, "", 0)
+
+    def _compute_open(self, i: int) -> bool:
+        g = self.gpus[i]
+        return g.enabled and self.tasks[i] < self.settings.max_tasks_per_device and i not in self.held_for
 
     def open(self, i: int) -> bool:
-        return (
-            self.gpus[i].enabled
-            and self.tasks[i] < self.settings.max_tasks_per_device
-            and i not in self.held_for
-        )
+        return self.is_open[i]
 
     def take(self, positions: Sequence[int], mb: int) -> None:
         for i in positions:
             self.usable[i] -= mb
             self.tasks[i] += 1
+            self.is_open[i] = self._compute_open(i)
         self.version += 1
 
     def hold(self, positions: Sequence[int], task_id: str) -> None:
         for i in positions:
             self.held_for.setdefault(i, task_id)
+            self.is_open[i] = False
         self.version += 1
+
+    def may_fit(self, need: int, k: int) -> bool:
+        """Cheap necessary condition: some node has k open GPUs with at least ``need`` MB usable."""
+        if self._tops_version != self.version:
+            self._tops = [
+                sorted((self.usable[i] for i in pos if self.is_open[i]), reverse=True)
+                for pos in self.by_node.values()
+            ]
+            self._tops_version = self.version
+        return any(len(top) >= k and top[k - 1] >= need for top in self._tops)
 
     def fit(self, task: TaskSpec, k: int, *, ignore_load: bool = False) -> tuple[str, list[int], int] | None:
         """Best-fit k distinct GPUs of one node for ``task``: (node, positions, MB each), or None."""
@@ -111,7 +129,7 @@ class _Pool:
                     if need <= g.total_mb:
                         cands.append((-self.usable[i], g.index, i))  # most free first: fits soonest
                     continue
-                if not self.open(i):
+                if not self.is_open[i]:
                     continue
                 need = _need(task, g.total_mb, k, self.settings)
                 if self.usable[i] >= need:
@@ -135,35 +153,55 @@ class _Pool:
 
     def place(self, task: TaskSpec) -> tuple[str, list[int], int] | None:
         for k in self.counts(task):
+            if task.memory_mb is not None and not self.may_fit(-(-task.memory_mb // k), k):
+                continue
             found = self.fit(task, k)
             if found is not None:
                 return found
         return None
 
-    def explain(self, task: TaskSpec) -> str:
-        open_gpus = [i for i, g in enumerate(self.gpus) if self.open(i)]
+    def _summary(self) -> tuple[str | None, int, str, int]:
+        """Task-independent part of a wait reason, cached per version:
+        (reason when no GPU is open at all, best open GPU, node with most open GPUs, their count)."""
+        if self._summary_version == self.version:
+            return self._summary_value
+        open_gpus = [i for i in range(len(self.gpus)) if self.is_open[i]]
+        blocked: str | None = None
+        best, node, count = -1, "", 0
         if not any(g.enabled for g in self.gpus):
-            return "no GPU is enabled (see `dlnest-ray config --devices`)"
-        if not open_gpus:
+            blocked = "no GPU is enabled (see `dlnest-ray config --devices`)"
+        elif not open_gpus:
             enabled = [i for i, g in enumerate(self.gpus) if g.enabled]
-            if all(self.tasks[i] >= self.settings.max_tasks_per_device for i in enabled):
-                limit = self.settings.max_tasks_per_device
-                return f"every enabled GPU already runs {limit} task(s) (max per device)"
-            holders = sorted({self.held_for[i] for i in enabled if i in self.held_for})
-            return f"the free GPUs are reserved for {', '.join(holders)}, which waited longest"
-        best = max(open_gpus, key=lambda i: (self.usable[i], -i))
+            limit = self.settings.max_tasks_per_device
+            if all(self.tasks[i] >= limit for i in enabled):
+                blocked = f"every enabled GPU already runs {limit} task(s) (max per device)"
+            else:
+                holders = sorted({self.held_for[i] for i in enabled if i in self.held_for})
+                blocked = f"the free GPUs are reserved for {', '.join(holders)}, which waited longest"
+        else:
+            best = max(open_gpus, key=lambda i: (self.usable[i], -i))
+            counts = {n: sum(1 for i in pos if self.is_open[i]) for n, pos in self.by_node.items()}
+            node = max(counts, key=lambda n: counts[n])
+            count = counts[node]
+        self._summary_value = (blocked, best, node, count)
+        self._summary_version = self.version
+        return self._summary_value
+
+    def explain(self, task: TaskSpec) -> str:
+        blocked, best, node, count = self._summary()
+        if blocked is not None:
+            return blocked
         g = self.gpus[best]
+        free = max(self.usable[best], 0)
         if task.gpus is None and not task.placement.spreads:
             need = _need(task, g.total_mb, 1, self.settings)
-            return f"needs {need} MB on 1 GPU; best free is {max(self.usable[best], 0)} MB on {g.label}"
+            return f"needs {need} MB on 1 GPU; best free is {free} MB on {g.label}"
         k = task.gpus or max(len(v) for v in self.by_node.values())
-        counts = {n: sum(1 for i in pos if self.open(i)) for n, pos in self.by_node.items()}
-        node = max(counts, key=lambda n: counts[n])
         need = _need(task, g.total_mb, k, self.settings)
         what = f"{task.gpus} GPUs" if task.gpus else f"up to {k} GPUs"
         return (
-            f"needs {what} of one node with {need} MB each; best free is {max(self.usable[best], 0)} MB on "
-            f"{g.label} ({counts[node]} open GPU(s) on {node})"
+            f"needs {what} of one node with {need} MB each; best free is {free} MB on "
+            f"{g.label} ({count} open GPU(s) on {node})"
         )
 
 
@@ -179,7 +217,8 @@ def decide(pending: Sequence[TaskSpec], snapshot: Snapshot) -> list[Decision]:
         starving = snapshot.now - task.submitted_at > snapshot.settings.starvation_s
         key = (task.placement, task.memory_mb, task.gpus)
         cached = failed.get(key)
-        if cached is not None and cached[0] == pool.version and not starving:
+        # a starving task only differs from its twins when it may still take the one reservation
+        if cached is not None and cached[0] == pool.version and (not starving or pool.held_for):
             out.append(Wait(task_id=task.task_id, reason=cached[1]))
             continue
         found = pool.place(task)
@@ -190,7 +229,7 @@ def decide(pending: Sequence[TaskSpec], snapshot: Snapshot) -> list[Decision]:
             out.append(Launch(task_id=task.task_id, node=node, gpus=gpus, mb_per_gpu=mb))
             continue
         reason = pool.explain(task)
-        if not starving:
+        if not starving or pool.held_for:  # only the oldest starving task holds GPUs (EASY backfilling)
             failed[key] = (pool.version, reason)
             out.append(Wait(task_id=task.task_id, reason=reason))
             continue

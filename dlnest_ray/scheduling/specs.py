@@ -66,7 +66,7 @@ class GpuState:
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     max_tasks_per_device: int = 10_000
-    starvation_s: float = 1800.0  # a task waiting longer reserves the GPUs it waits for
+    starvation_s: float = 3600.0  # the oldest task waiting longer reserves the GPUs it waits for
     memory_fraction: float = DEFAULT_MEMORY_FRACTION
 
 
