@@ -44,7 +44,7 @@ from .loader import load_user_classes
 from .output import ConsoleSink, OutputTee
 from .status import EnvType, Phase, RunningStatus
 
-__all__ = ["TrainObserver", "TrainOptions", "TrainResult", "move_to_device", "train"]
+__all__ = ["StopRequested", "TrainObserver", "TrainOptions", "TrainResult", "move_to_device", "train"]
 
 
 class TrainObserver(Protocol):
@@ -66,6 +66,47 @@ class TrainOptions:
     observer: TrainObserver | None = None
     async_checkpoints: bool = True
     description: str = ""
+    stop_file: str | None = None  # when this file exists, the run stops as if interrupted (dlnest-ray del)
+
+
+class StopRequested(KeyboardInterrupt):
+    """The run was asked to stop (its stop file appeared): handled like Ctrl-C."""
+
+
+class _StopCheck:
+    """Looks for the stop file: between steps at most twice a second in a single process; under DDP only
+    at epoch starts, agreed by all ranks (a rank that stopped alone would hang its peers' collectives)."""
+
+    INTERVAL_S = 0.5
+
+    def __init__(self, path: str | None, status: RunningStatus) -> None:
+        self.path = path
+        self.ddp = status.env is EnvType.DDP
+        self.status = status
+        self._next = 0.0
+
+    def step(self) -> None:
+        if self.path is None or self.ddp:
+            return
+        now = time.monotonic()
+        if now >= self._next:
+            self._next = now + self.INTERVAL_S
+            if os.path.exists(self.path):
+                raise StopRequested(f"stop requested ({self.path})")
+
+    def epoch(self) -> None:
+        if self.path is None:
+            return
+        flag = os.path.exists(self.path)
+        if self.ddp:
+            import torch
+            import torch.distributed as tdist
+
+            t = torch.tensor([1.0 if flag else 0.0], device=self.status.device)
+            tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+            flag = bool(t.item())
+        if flag:
+            raise StopRequested(f"stop requested ({self.path})")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -254,7 +295,9 @@ class _Run:
             return
         move = st.env is not EnvType.CPU
         device = st.device
+        stop = _StopCheck(self.opts.stop_file, st)
         while True:
+            stop.epoch()
             if not call_hook(lc, "before", "one_epoch"):
                 st.phase = Phase.TRAINING
                 loader = c.train_loader
@@ -275,6 +318,7 @@ class _Run:
                             model.visualize(epoch, it, c.log)
                         call_hook(lc, "after", "visualize")
                     self._notify("step_done", epoch, it)
+                    stop.step()
                 barrier(st)
                 c.finished_epoch = epoch
                 lc.command_line_output(epoch, c.log, args)

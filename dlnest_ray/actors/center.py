@@ -1,0 +1,362 @@
+"""The center: holds tasks and devices, runs the scheduling policy, launches runs, keeps the history.
+
+A plain class, made a detached Ray actor where it is created (``actors/client.py``) and driven
+in-process by tests with :class:`~dlnest_ray.actors.ports.FakeLauncher`. Every public method takes
+one lock: the actor is threaded (a scheduling loop runs beside the calls).
+
+Submitting validates the config and creates the save package *at submit time* (code snapshot,
+``args.json``), so later edits to the project do not affect a queued run; a request that no node could
+ever satisfy is refused before any package is made.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ..config import load_config, resolve_layout
+from ..errors import DlnestError, PackageError
+from ..savepack.package import SavePackage
+from ..scheduling.policy import decide, infeasible
+from ..scheduling.specs import GpuState, Launch, Placement, Settings, Snapshot, Wait
+from ..tasks import TaskKind, TaskRecord, TaskStatus, transition
+from .ports import DeviceSource, Launcher
+from .store import CenterStore, LogBuffer
+
+__all__ = ["Center"]
+
+
+class Center:
+    """DLNest's server operations, plus the reports runs send back."""
+
+    def __init__(
+        self, *, home: Path, launcher: Launcher, devices: DeviceSource, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._lock = threading.RLock()
+        self.store = CenterStore(home)
+        self.launcher = launcher
+        self.devices = devices
+        self.clock = clock
+        self.log = LogBuffer(self.store.home / "center.log")
+        self._cancel_requested: set[str] = set()
+        self._gpus: tuple[GpuState, ...] = ()
+        self._reattach()
+
+    # ------------------------------------------------------------------------------------------ submit
+    def run_train(
+        self,
+        config_path: str,
+        *,
+        freq_path: str = "",
+        memory_mb: int | None = None,
+        description: str = "",
+        no_save: bool = False,
+        name_by_desc: bool = False,
+        placement: str = "gpu",
+        gpus: int | None = None,
+    ) -> str:
+        """Queue a new training run; returns its task id. The package is created now."""
+        with self._lock:
+            spec_kw = self._spec_kw(placement, memory_mb, gpus)
+            loaded = load_config(config_path, freq_path or None)
+            resolve_layout(loaded.args, loaded.root_config.parent, source=str(loaded.root_config))
+            self._refuse_infeasible(spec_kw)
+            if name_by_desc and not description:
+                raise DlnestError("--name-by-desc needs --desc NAME")
+            pkg = SavePackage(config_path, freq_path)
+            path = pkg.save_to_new_dir(
+                description if name_by_desc else "", no_save=no_save, description=description
+            )
+            name = Path(loaded.root_config).parent.name
+            return self._enqueue(
+                path, name=name, description=description, resume=False, ckpt_id=-1, **spec_kw
+            )
+
+    def continue_train(
+        self,
+        record_path: str,
+        *,
+        ckpt_id: int = -1,
+        description: str = "",
+        memory_mb: int | None = None,
+        placement: str = "gpu",
+        gpus: int | None = None,
+    ) -> str:
+        """Queue the continuation of an existing package (from ``ckpt_id``, -1: latest valid)."""
+        with self._lock:
+            spec_kw = self._spec_kw(placement, memory_mb, gpus)
+            pkg = SavePackage.open(record_path)
+            pkg.resolve_ckpt_id(ckpt_id)  # refuse a missing or damaged checkpoint now, not at launch
+            busy = [
+                r.task_id
+                for r in self.store.tasks.values()
+                if r.package == str(pkg.path) and not r.status.is_terminal()
+            ]
+            if busy:
+                raise PackageError(
+                    f"{pkg.path} already has an unfinished task ({', '.join(busy)}); wait or delete it"
+                )
+            self._refuse_infeasible(spec_kw)
+            name = Path(str(pkg.meta.get("source_project") or pkg.path)).name
+            assert pkg.path is not None
+            return self._enqueue(
+                pkg.path, name=name, description=description, resume=True, ckpt_id=ckpt_id, **spec_kw
+            )
+
+    def _spec_kw(self, placement: str, memory_mb: int | None, gpus: int | None) -> dict[str, Any]:
+        try:
+            kind = Placement(placement)
+        except ValueError:
+            raise DlnestError(f"unknown placement {placement!r}: use one of cpu, gpu, multi, ddp") from None
+        if memory_mb is not None and memory_mb <= 0:
+            raise DlnestError("--memory must be a positive number of MB")
+        if gpus is not None and (gpus < 1 or not kind.spreads):
+            raise DlnestError("--gpus K needs --ddp or --multi-gpu and K >= 1")
+        if kind is Placement.CPU:
+            memory_mb, gpus = None, None
+        return {"placement": kind, "memory_mb": memory_mb, "gpus_requested": gpus}
+
+    def _refuse_infeasible(self, spec_kw: dict[str, Any]) -> None:
+        probe = TaskRecord(task_id="?", package="", submitted_at=0.0, **spec_kw)
+        reason = infeasible(probe.spec, self._read_gpus(), self._settings())
+        if reason is not None:
+            raise DlnestError(f"this request can never run here: {reason}")
+
+    def _enqueue(self, path: Path, **fields: Any) -> str:
+        task_id = self.store.new_id(TaskKind.TRAIN)
+        record = TaskRecord(task_id=task_id, package=str(path), submitted_at=self.clock(), **fields)
+        self.store.tasks[task_id] = record
+        self.store.save()
+        self.log.write(f"{task_id} queued: {path}")
+        self.schedule()
+        return task_id
+
+    # ------------------------------------------------------------------------------------------ delete
+    def del_task(self, task_id: str) -> str:
+        """Pending: removed from the queue. Running: asked to stop; it ends CANCELLED when fully gone."""
+        with self._lock:
+            record = self._get(task_id)
+            if record.status is TaskStatus.PENDING:
+                self._set(
+                    transition(record, TaskStatus.CANCELLED, at=self.clock(), error="deleted while pending")
+                )
+                self.log.write(f"{task_id} deleted while pending")
+                return f"{task_id} removed from the queue"
+            if record.status is TaskStatus.RUNNING:
+                self._cancel_requested.add(task_id)
+                self.launcher.cancel(task_id)
+                self.log.write(f"{task_id} cancelling")
+                return f"{task_id} is being stopped"
+            return f"{task_id} already ended ({record.status})"
+
+    # ------------------------------------------------------------------------------------------ reports
+    def task_finished(
+        self, task_id: str, status: str, error: str = "", output_tail: list[str] | None = None
+    ) -> None:
+        """A run's supervisor reports its end, after its ranks are gone and its placement group removed."""
+        with self._lock:
+            record = self.store.tasks.get(task_id)
+            if record is None or record.status.is_terminal():
+                return  # a duplicate report (e.g. after a restart): the first one counted
+            final = TaskStatus(status)
+            if task_id in self._cancel_requested and final is not TaskStatus.SUCCEEDED:
+                final = TaskStatus.CANCELLED
+            self._cancel_requested.discard(task_id)
+            tail = tuple(output_tail or ())
+            self._set(transition(record, final, at=self.clock(), error=error, output_tail=tail))
+            self.log.write(f"{task_id} {final}" + (f": {error}" if error else ""))
+            self.schedule()
+
+    # ------------------------------------------------------------------------------------------ schedule
+    def _settings(self) -> Settings:
+        s = self.store.settings
+        return Settings(max_tasks_per_device=s.max_tasks_per_device, starvation_s=s.starvation_s)
+
+    def _running(self) -> list[TaskRecord]:
+        return [r for r in self.store.tasks.values() if r.status is TaskStatus.RUNNING]
+
+    def _reserved(self) -> dict[str, dict[int, int]]:
+        out: dict[str, dict[int, int]] = {}
+        for r in self._running():
+            if r.node is not None:
+                for g in r.gpus:
+                    out.setdefault(r.node, {})[g] = out.setdefault(r.node, {}).get(g, 0) + r.mb_per_gpu
+        return out
+
+    def _read_gpus(self) -> tuple[GpuState, ...]:
+        readings = self.devices.read(self._reserved())
+        now, delay = self.clock(), self.store.settings.delay_s
+        disabled = set(self.store.settings.disabled)
+        running = self._running()
+        gpus = []
+        for node, infos in sorted(readings.items()):
+            for info in infos:
+                on_gpu = [r for r in running if r.node == node and info.index in r.gpus]
+                recent = 0
+                if (
+                    not self.devices.counts_reservations
+                ):  # NVML cannot see memory a fresh run has yet to allocate
+                    recent = sum(
+                        r.mb_per_gpu
+                        for r in on_gpu
+                        if r.started_at is not None and now - r.started_at < delay
+                    )
+                gpus.append(
+                    GpuState(
+                        node=node,
+                        index=info.index,
+                        total_mb=info.total_mb,
+                        free_mb=info.free_mb,
+                        tasks=len(on_gpu),
+                        enabled=f"{node}:gpu{info.index}" not in disabled,
+                        recent_mb=recent,
+                    )
+                )
+        self._gpus = tuple(gpus)
+        return self._gpus
+
+    def schedule(self) -> list[Launch | Wait]:
+        """One scheduling pass: launch what fits, record a wait reason for the rest."""
+        with self._lock:
+            pending = [r for r in self.store.tasks.values() if r.status is TaskStatus.PENDING]
+            if not pending:
+                return []
+            snapshot = Snapshot(gpus=self._read_gpus(), settings=self._settings(), now=self.clock())
+            decisions = decide([r.spec for r in pending], snapshot)
+            for d in decisions:
+                record = self.store.tasks[d.task_id]
+                if isinstance(d, Wait):
+                    if record.wait_reason != d.reason:
+                        self._set(replace(record, wait_reason=d.reason), save=False)
+                    continue
+                totals = [g.total_mb for g in self._gpus if g.node == d.node and g.index in d.gpus]
+                running = transition(
+                    record,
+                    TaskStatus.RUNNING,
+                    at=self.clock(),
+                    node=d.node,
+                    gpus=d.gpus,
+                    mb_per_gpu=d.mb_per_gpu,
+                    gpu_total_mb=min(totals, default=0),
+                )
+                self._set(running)
+                try:
+                    self.launcher.launch(running)
+                except Exception as e:  # the run could not even start: say why, free its reservation
+                    self._set(
+                        transition(running, TaskStatus.FAILED, at=self.clock(), error=f"launch failed: {e}")
+                    )
+                    self.log.write(f"{d.task_id} launch failed: {e}")
+                    continue
+                where = (
+                    "CPU"
+                    if d.node is None
+                    else f"{d.node} GPU {','.join(map(str, d.gpus))} ({d.mb_per_gpu} MB each)"
+                )
+                self.log.write(f"{d.task_id} launched on {where}")
+            self.store.save()
+            return decisions
+
+    # ------------------------------------------------------------------------------------------ restart
+    def _reattach(self) -> None:
+        """After a restart: runs whose supervisor lives on stay RUNNING (it reports to the new center);
+        a run whose supervisor is gone ended while the center was down: take its end from the package."""
+        alive = self.launcher.alive()
+        for record in self._running():
+            if record.task_id in alive:
+                self.log.write(f"{record.task_id} re-attached")
+                continue
+            status, error = TaskStatus.FAILED, "its supervisor ended while the center was down"
+            try:
+                seg = (SavePackage.open(record.package).meta.get("segments") or [{}])[-1]
+                if seg.get("status") == "succeeded":
+                    status, error = TaskStatus.SUCCEEDED, ""
+                elif seg.get("error"):
+                    error = str(seg["error"])
+            except DlnestError:
+                pass
+            self._set(transition(record, status, at=self.clock(), error=error), save=False)
+            self.log.write(f"{record.task_id} {status} (found after a restart)")
+        self.store.save()
+
+    # ------------------------------------------------------------------------------------------ queries
+    def _get(self, task_id: str) -> TaskRecord:
+        record = self.store.tasks.get(task_id)
+        if record is None:
+            raise DlnestError(f"no task {task_id!r}; `dlnest-ray tasks --all` lists them")
+        return record
+
+    def _set(self, record: TaskRecord, *, save: bool = True) -> None:
+        self.store.tasks[record.task_id] = record
+        if save:
+            self.store.save()
+
+    def get_task_info(self, include_finished: bool = False) -> list[dict[str, Any]]:
+        with self._lock:
+            records = [r for r in self.store.tasks.values() if include_finished or not r.status.is_terminal()]
+            return [{**r.to_json(), "cancelling": r.task_id in self._cancel_requested} for r in records]
+
+    def get_devices_info(self) -> list[dict[str, Any]]:
+        with self._lock:
+            gpus = self._read_gpus()
+            running = self._running()
+            reserved = self._reserved()
+            return [
+                {
+                    "node": g.node,
+                    "gpu": g.index,
+                    "total_mb": g.total_mb,
+                    "free_mb": g.free_mb,
+                    "reserved_mb": reserved.get(g.node, {}).get(g.index, 0),
+                    "tasks": [r.task_id for r in running if r.node == g.node and g.index in r.gpus],
+                    "enabled": g.enabled,
+                }
+                for g in gpus
+            ]
+
+    def get_dlnest_output(self, offset: int = 0) -> dict[str, Any]:
+        with self._lock:
+            return self.log.read(offset)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.log.clear()
+
+    # ------------------------------------------------------------------------------------------ settings
+    def change_devices(self, enabled: list[str]) -> list[str]:
+        """Enable exactly these ``node:gpuN`` labels (DLNest's changeDevices); returns the disabled ones."""
+        with self._lock:
+            labels = {f"{g.node}:gpu{g.index}" for g in self._read_gpus()}
+            unknown = sorted(set(enabled) - labels)
+            if unknown:
+                raise DlnestError(
+                    f"unknown devices: {', '.join(unknown)} (known: {', '.join(sorted(labels))})"
+                )
+            self.store.settings.disabled = sorted(labels - set(enabled))
+            self.store.save()
+            self.log.write(f"enabled devices: {', '.join(sorted(enabled)) or 'none'}")
+            self.schedule()
+            return self.store.settings.disabled
+
+    def change_delay(self, seconds: float) -> None:
+        with self._lock:
+            if seconds <= 0:
+                raise DlnestError("the delay must be positive (seconds)")
+            self.store.settings.delay_s = float(seconds)
+            self.store.save()
+
+    def change_max_task_per_device(self, n: int) -> None:
+        with self._lock:
+            if n < 1:
+                raise DlnestError("max tasks per device must be at least 1")
+            self.store.settings.max_tasks_per_device = int(n)
+            self.store.save()
+            self.schedule()
+
+    @property
+    def delay_s(self) -> float:
+        return self.store.settings.delay_s

@@ -1,0 +1,139 @@
+"""The one way to reach the center: connect to Ray, get (or create) the detached center actor, and a
+client whose methods mirror DLNest's server operations.
+
+Errors raised inside the center arrive as the same :class:`~dlnest_ray.errors.DlnestError`, not as
+Ray's wrapper, so the CLI prints them as one line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..errors import DlnestError
+
+__all__ = [
+    "CENTER_NAME",
+    "NAMESPACE",
+    "Client",
+    "connect",
+    "ensure_ray",
+    "get_center",
+    "get_or_create_center",
+]
+
+CENTER_NAME = "dlnest_ray_center"
+NAMESPACE = "dlnest_ray"
+NO_CLUSTER = "no Ray cluster: run `dlnest-ray up` (or pass --address / set RAY_ADDRESS)"
+
+
+def ensure_ray(address: str | None = None) -> None:
+    """Connect this process to the cluster (``address``, else ``RAY_ADDRESS``, else ``auto``)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    try:
+        ray.init(
+            address=address or os.environ.get("RAY_ADDRESS") or "auto",
+            namespace=NAMESPACE,
+            logging_level=logging.ERROR,
+            log_to_driver=False,
+        )
+    except ConnectionError:
+        raise DlnestError(NO_CLUSTER) from None
+
+
+def _center_options() -> dict[str, Any]:
+    return {
+        "name": CENTER_NAME,
+        "namespace": NAMESPACE,
+        "lifetime": "detached",
+        "get_if_exists": True,
+        "max_restarts": -1,
+        "max_task_retries": 0,
+        "num_cpus": 0,
+        "max_concurrency": 16,
+    }
+
+
+def get_or_create_center(home: str | None = None) -> Any:
+    """The detached center actor; created (with ``home`` as its state folder) when it does not exist."""
+    import ray
+
+    from .center_actor import CenterActor
+    from .store import default_home
+
+    actor: Any = ray.remote(CenterActor)
+    actor = actor.options(**_center_options())
+    handle = actor.remote(str(home or default_home()))
+    ray.get(handle.ping.remote())
+    return handle
+
+
+def get_center() -> Any:
+    """The running center, or a DlnestError telling how to start one."""
+    import ray
+
+    try:
+        return ray.get_actor(CENTER_NAME, namespace=NAMESPACE)
+    except ValueError:
+        raise DlnestError("the dlnest-ray center is not running: run `dlnest-ray up`") from None
+
+
+def call(method: Any, *args: Any, **kwargs: Any) -> Any:
+    """``ray.get(method.remote(...))`` with the center's DlnestError re-raised as itself."""
+    import ray
+
+    try:
+        return ray.get(method.remote(*args, **kwargs))
+    except ray.exceptions.RayTaskError as e:
+        cause = getattr(e, "cause", None)
+        if isinstance(cause, DlnestError):
+            raise cause from None
+        raise
+    except ray.exceptions.RayActorError as e:
+        raise DlnestError(f"the center is unavailable ({type(e).__name__}); retry in a few seconds") from e
+
+
+def _op(name: str) -> Callable[..., Any]:
+    def method(self: Client, *args: Any, **kwargs: Any) -> Any:
+        return call(getattr(self.center, name), *args, **kwargs)
+
+    method.__name__ = name
+    method.__doc__ = f"The center's ``{name}`` (DLNest's /{name} operation)."
+    return method
+
+
+class Client:
+    """DLNest's server operations as methods (the analyzer ones arrive with the analyzers)."""
+
+    def __init__(self, center: Any) -> None:
+        self.center = center
+
+    run_train = _op("run_train")
+    continue_train = _op("continue_train")
+    del_task = _op("del_task")
+    get_task_info = _op("get_task_info")
+    get_devices_info = _op("get_devices_info")
+    get_dlnest_output = _op("get_dlnest_output")
+    clear = _op("clear")
+    change_devices = _op("change_devices")
+    change_delay = _op("change_delay")
+    change_max_task_per_device = _op("change_max_task_per_device")
+    get_DLNest_output = get_dlnest_output  # DLNest's name
+
+    def new_proj(self, target_dir: str, mnist: bool = False) -> str:
+        """Create a project on this machine (DLNest's /new_proj)."""
+        from ..cli.project import create_project
+
+        return str(create_project(Path(target_dir), mnist=mnist))
+
+
+def connect(address: str | None = None, *, create: bool = True, home: str | None = None) -> Client:
+    """A client of the center on the cluster at ``address``; ``create`` starts the center if needed."""
+    ensure_ray(address)
+    return Client(get_or_create_center(home) if create else get_center())

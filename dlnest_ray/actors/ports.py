@@ -1,0 +1,69 @@
+"""The center's side effects behind small protocols, with fakes shipped for tests and GPU-less demos.
+
+* :class:`Launcher` starts and cancels runs (on Ray: one detached supervisor actor per run). A run
+  reports its end by calling ``Center.task_finished``.
+* :class:`DeviceSource` reads every node's GPUs (on Ray: one device monitor actor per node).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..devices import FakeProbe, GpuInfo
+from ..tasks import TaskRecord
+
+__all__ = ["DeviceSource", "FakeDevices", "FakeLauncher", "Launcher", "Reservations"]
+
+Reservations = Mapping[str, Mapping[int, int]]  # node → GPU index → MB reserved by dlnest-ray
+
+
+class Launcher(Protocol):
+    def launch(self, record: TaskRecord) -> None:
+        """Start the run described by ``record`` (node, GPUs and MB already decided); must not block."""
+
+    def cancel(self, task_id: str) -> None:
+        """Ask the run to stop: graceful first, then forced; it reports CANCELLED when fully gone."""
+
+    def alive(self) -> set[str]:
+        """Ids of runs whose supervisor still exists (used to re-attach after a center restart)."""
+
+
+class DeviceSource(Protocol):
+    counts_reservations: bool
+    """True when readings already subtract dlnest-ray's reservations (the fake probe does)."""
+
+    def read(self, reserved: Reservations) -> dict[str, tuple[GpuInfo, ...]]:
+        """GPUs per node id (a node without GPUs maps to an empty tuple)."""
+
+
+@dataclass(kw_only=True)
+class FakeLauncher:
+    """Records launches and cancels; tests finish runs by calling the center themselves."""
+
+    launched: list[TaskRecord] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    running: set[str] = field(default_factory=set)
+
+    def launch(self, record: TaskRecord) -> None:
+        self.launched.append(record)
+        self.running.add(record.task_id)
+
+    def cancel(self, task_id: str) -> None:
+        self.cancelled.append(task_id)
+
+    def alive(self) -> set[str]:
+        return set(self.running)
+
+
+@dataclass(kw_only=True)
+class FakeDevices:
+    """Every node has the same fake GPUs (``DLNEST_RAY_FAKE_GPUS``); free = total − reserved."""
+
+    nodes: tuple[str, ...] = ("node-0",)
+    probe: FakeProbe = field(default_factory=lambda: FakeProbe(count=2, total_mb=16000))
+    counts_reservations: bool = True
+
+    def read(self, reserved: Reservations) -> dict[str, tuple[GpuInfo, ...]]:
+        return {n: self.probe.read(reserved.get(n, {})) for n in self.nodes}

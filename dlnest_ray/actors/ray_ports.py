@@ -1,0 +1,157 @@
+"""The center's ports on Ray: one device monitor actor per node, and the run launcher.
+
+Nodes are named by the first 8 hex digits of their Ray node id (unique in practice, short enough for
+tables and ``node:gpuN`` labels); the full id is looked up when something must be pinned to a node.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+from dataclasses import asdict
+from typing import Any
+
+from ..devices import FakeProbe, GpuInfo, default_probe
+from ..errors import DlnestError
+from ..tasks import TaskRecord
+from .ports import Reservations
+
+__all__ = ["DeviceMonitor", "RayDevices", "RayLauncher", "alive_nodes", "full_node_id", "monitor_for"]
+
+MONITOR_PREFIX = "dlnest_ray_monitor_"
+READ_TIMEOUT_S = 20.0
+
+
+class DeviceMonitor:
+    """Lives on one node (``num_cpus=0``): reads its GPUs, finds free ports, kills leftover processes."""
+
+    def __init__(self) -> None:
+        self.probe = default_probe()
+
+    def read(self, reserved: dict[int, int]) -> tuple[bool, list[dict[str, Any]]]:
+        """(readings already subtract reservations, GPUs as dicts)."""
+        return isinstance(self.probe, FakeProbe), [asdict(g) for g in self.probe.read(reserved)]
+
+    def address(self) -> str:
+        import ray
+
+        return str(ray.util.get_node_ip_address())
+
+    def free_port(self) -> int:
+        with socket.socket() as s:
+            s.bind(("", 0))
+            return int(s.getsockname()[1])
+
+    def kill_groups(self, pgids: list[int]) -> list[int]:
+        """SIGKILL these process groups (each rank leads its own); returns the ones that existed."""
+        killed = []
+        for pgid in pgids:
+            if pgid <= 1 or pgid == os.getpgrp():
+                continue
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+                killed.append(pgid)
+        return killed
+
+
+def alive_nodes() -> dict[str, str]:
+    """Short node name → full node id, for every alive node."""
+    import ray
+
+    return {n["NodeID"][:8]: n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+
+
+def full_node_id(name: str) -> str:
+    full = alive_nodes().get(name)
+    if full is None:
+        raise DlnestError(f"node {name} is not part of the cluster any more")
+    return full
+
+
+def monitor_for(node_id: str) -> Any:
+    """The device monitor of a node (created, pinned to it, when missing)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from .client import NAMESPACE
+
+    return (
+        ray.remote(DeviceMonitor)
+        .options(
+            name=MONITOR_PREFIX + node_id,
+            namespace=NAMESPACE,
+            lifetime="detached",
+            get_if_exists=True,
+            num_cpus=0,
+            max_restarts=-1,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
+        )
+        .remote()
+    )
+
+
+class RayDevices:
+    """:class:`~dlnest_ray.actors.ports.DeviceSource` over the per-node monitors."""
+
+    def __init__(self) -> None:
+        self.counts_reservations = False
+
+    def read(self, reserved: Reservations) -> dict[str, tuple[GpuInfo, ...]]:
+        import ray
+
+        nodes = alive_nodes()
+        refs = {n: monitor_for(full).read.remote(dict(reserved.get(n, {}))) for n, full in nodes.items()}
+        out: dict[str, tuple[GpuInfo, ...]] = {}
+        fake = []
+        for name, ref in refs.items():
+            try:
+                counts, gpus = ray.get(ref, timeout=READ_TIMEOUT_S)
+            except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError):
+                continue  # a node that does not answer is left out of this pass
+            fake.append(counts)
+            out[name] = tuple(GpuInfo(**{**g, "processes": tuple(map(tuple, g["processes"]))}) for g in gpus)
+        self.counts_reservations = bool(fake) and all(fake)
+        return out
+
+
+class RayLauncher:
+    """:class:`~dlnest_ray.actors.ports.Launcher`: one detached supervisor actor per run, named after it."""
+
+    def launch(self, record: TaskRecord) -> None:
+        import ray
+
+        from .client import NAMESPACE
+        from .supervisor import RunSupervisor
+
+        actor: Any = ray.remote(RunSupervisor)
+        handle = actor.options(
+            name=record.task_id,
+            namespace=NAMESPACE,
+            lifetime="detached",
+            num_cpus=0,
+            max_restarts=0,
+            max_concurrency=4,
+        ).remote(record.to_json())
+        handle.start.remote()
+
+    def cancel(self, task_id: str) -> None:
+        import ray
+
+        from .client import NAMESPACE
+
+        with contextlib.suppress(ValueError):
+            ray.get_actor(task_id, namespace=NAMESPACE).cancel.remote()
+
+    def alive(self) -> set[str]:
+        import ray
+
+        from .client import NAMESPACE
+
+        names = ray.util.list_named_actors(all_namespaces=True)
+        return {
+            a["name"]
+            for a in names
+            if isinstance(a, dict) and a.get("namespace") == NAMESPACE and a["name"][:2] in ("T_", "A_")
+        }

@@ -1,0 +1,252 @@
+"""The run supervisor: one detached actor per run, named after its task (``T_0007``).
+
+It creates a placement group pinned to the node the policy chose, one bundle per rank
+(``{"CPU": c, "GPU": mb / gpu_total_mb}``), starts one Ray task per rank with ``CUDA_VISIBLE_DEVICES``
+set to the GPU the policy chose (Ray's own setting is disabled: it would pack two DDP ranks onto one
+card, ray#48012, and ignores memory used by other processes), waits for them, and reports the end
+to the center — after every rank is gone and the placement group removed, so the reservation is
+released only when the GPUs really are free.
+
+Cancel: the ranks' stop file is written (they stop between steps, or at the next epoch under DDP,
+running ``train_aborting``/``after_all``); after a grace period the rank tasks are force-cancelled and
+their process groups killed. A run killed mid-save leaves its last valid checkpoint loadable (writes
+are atomic and verified).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from ..runtime.entry import pid_file, run_rank, stop_file
+from ..scheduling.specs import Placement
+from ..tasks import TaskRecord, TaskStatus
+
+__all__ = ["GRACE_ENV", "RunSupervisor"]
+
+GRACE_ENV = "DLNEST_RAY_CANCEL_GRACE_S"
+CPUS_ENV = "DLNEST_RAY_CPUS_PER_RANK"
+REPORT_PATIENCE_S = 600.0
+
+
+def _tail(path: Path, n: int = 20) -> list[str]:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return [line.rstrip("\n") for line in deque(f, maxlen=n)]
+    except OSError:
+        return []
+
+
+class RunSupervisor:
+    def __init__(self, record: dict[str, Any]) -> None:
+        self.record = TaskRecord.from_json(record)
+        self._cancel = threading.Event()
+        self._state = "starting"
+        self.grace_s = float(os.environ.get(GRACE_ENV, "20"))
+        self.cpus = float(os.environ.get(CPUS_ENV, "1"))
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def state(self) -> str:
+        return self._state
+
+    # ---------------------------------------------------------------------------------------- main
+    def start(self) -> None:
+        """Supervise the run to its end, report it, and exit (runs as one long actor call)."""
+        import ray
+
+        status, error, failing_rank = TaskStatus.FAILED, "", 0
+        pg = None
+        try:
+            pg = self._placement_group()
+            if pg is None:
+                status, error = TaskStatus.CANCELLED, "cancelled before it started"
+            else:
+                status, error, failing_rank = self._run_ranks(pg)
+        except Exception as e:
+            error = f"{type(e).__name__}: {e}"
+        finally:
+            if pg is not None:
+                self._remove(pg)
+            with contextlib.suppress(OSError):
+                stop_file(self.record.package, self.record.task_id).unlink()
+        out = "_output.txt" if self.record.world_size == 1 else f"_output_{failing_rank}.txt"
+        tail = _tail(Path(self.record.package) / out) if status is not TaskStatus.SUCCEEDED else []
+        self._report(status, error, tail)
+        ray.actor.exit_actor()
+
+    def _placement_group(self) -> Any:
+        import ray
+        from ray.util.placement_group import placement_group
+
+        from .ray_ports import full_node_id
+
+        rec = self.record
+        frac = 0.0
+        if rec.gpus and rec.gpu_total_mb:
+            frac = max(0.0001, min(1.0, rec.mb_per_gpu / rec.gpu_total_mb))
+        ranks = rec.world_size
+        gpu = {"GPU": frac} if frac else {}
+        bundles: list[dict[str, float]] = [{"CPU": self.cpus, **gpu} for _ in range(ranks)]
+        # one process over several GPUs: the extra GPUs get bundles of their own that only hold the share
+        bundles += [{"GPU": frac} for _ in range(len(rec.gpus) - ranks)] if frac else []
+        selector = [{"ray.io/node-id": full_node_id(rec.node)}] * len(bundles) if rec.node else None
+        name = f"{rec.task_id} {rec.name}".strip()
+        pg = placement_group(bundles, strategy="STRICT_PACK", name=name, bundle_label_selector=selector)
+        self._state = "waiting for resources"
+        while True:  # Ray frees a removed group's resources a little after removal: wait, cancellable
+            if self._cancel.is_set():
+                self._remove(pg)
+                return None
+            with contextlib.suppress(ray.exceptions.GetTimeoutError):
+                ray.get(pg.ready(), timeout=1.0)
+                return pg
+
+    def _env(self, rank: int, master: tuple[str, int] | None) -> dict[str, str]:
+        rec = self.record
+        env = {"RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1", "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1"}
+        if not rec.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = ""
+        elif rec.placement is Placement.DDP:
+            env["CUDA_VISIBLE_DEVICES"] = str(rec.gpus[rank])
+        else:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, rec.gpus))
+        if master is not None:
+            env.update(
+                RANK=str(rank),
+                LOCAL_RANK=str(rank),
+                WORLD_SIZE=str(rec.world_size),
+                MASTER_ADDR=master[0],
+                MASTER_PORT=str(master[1]),
+            )
+        return env
+
+    def _run_ranks(self, pg: Any) -> tuple[TaskStatus, str, int]:
+        import ray
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        from .ray_ports import full_node_id, monitor_for
+
+        rec = self.record
+        master = None
+        if rec.world_size > 1:
+            monitor = monitor_for(full_node_id(rec.node or ""))
+            master = (ray.get(monitor.address.remote()), ray.get(monitor.free_port.remote()))
+        frac = 0.0
+        if rec.gpus and rec.gpu_total_mb:
+            frac = max(0.0001, min(1.0, rec.mb_per_gpu / rec.gpu_total_mb))
+        remote: Any = ray.remote(run_rank)
+        refs = []
+        for r in range(rec.world_size):
+            refs.append(
+                remote.options(
+                    name=f"{rec.task_id} {rec.name} rank{r}".strip(),
+                    num_cpus=self.cpus,
+                    num_gpus=frac,
+                    max_retries=0,
+                    scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=r),
+                    runtime_env={"env_vars": self._env(r, master)},
+                ).remote(
+                    rec.package,
+                    task_id=rec.task_id,
+                    rank=r,
+                    resume=rec.resume,
+                    ckpt_id=rec.ckpt_id,
+                    threads=max(1, int(self.cpus)),
+                    cpu=rec.placement is Placement.CPU,
+                    description=rec.description,
+                )
+            )
+        self._state = "running"
+        return self._wait(refs)
+
+    def _wait(self, refs: list[Any]) -> tuple[TaskStatus, str, int]:
+        import ray
+
+        rank_of = {ref: r for r, ref in enumerate(refs)}
+        pending = list(refs)
+        error, failing, stopped = "", 0, False
+        while pending:
+            if self._cancel.is_set() or error:
+                self._stop(pending)
+                stopped = stopped or self._cancel.is_set()
+                break
+            done, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+            for ref in done:
+                try:
+                    result = ray.get(ref)
+                    stopped = stopped or bool(result.get("stopped"))
+                except ray.exceptions.RayTaskError as e:
+                    cause = getattr(e, "cause", None)
+                    error = error or str(cause if cause is not None else e).strip().splitlines()[0]
+                    failing = rank_of[ref]
+                except ray.exceptions.RayError as e:
+                    error = error or f"rank {rank_of[ref]} died: {type(e).__name__}"
+                    failing = rank_of[ref]
+        if stopped or self._cancel.is_set():
+            return TaskStatus.CANCELLED, "deleted while running", failing
+        if error:
+            return TaskStatus.FAILED, error, failing
+        return TaskStatus.SUCCEEDED, "", 0
+
+    def _stop(self, pending: list[Any]) -> None:
+        """Stop file, grace period, then force: no rank outlives its task."""
+        import ray
+
+        rec = self.record
+        self._state = "stopping"
+        marker = stop_file(rec.package, rec.task_id)
+        marker.parent.mkdir(exist_ok=True)
+        marker.touch()
+        deadline = time.monotonic() + self.grace_s
+        while pending and time.monotonic() < deadline:
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=min(1.0, self.grace_s))
+        for ref in pending:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
+        pgids = []
+        for r in range(rec.world_size):
+            with contextlib.suppress(OSError, ValueError):
+                pgids.append(int(pid_file(rec.package, rec.task_id, r).read_text()))
+        if pgids:
+            from .ray_ports import full_node_id, monitor_for
+
+            node = full_node_id(rec.node) if rec.node else ray.get_runtime_context().get_node_id()
+            with contextlib.suppress(Exception):
+                ray.get(monitor_for(node).kill_groups.remote(pgids), timeout=30)
+
+    def _remove(self, pg: Any) -> None:
+        import ray
+        from ray.util.placement_group import placement_group_table, remove_placement_group
+
+        with contextlib.suppress(Exception):
+            remove_placement_group(pg)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # report only once Ray shows the resources free
+            with contextlib.suppress(Exception):
+                if placement_group_table(pg).get("state") == "REMOVED":
+                    break
+            time.sleep(0.05)
+        del ray
+
+    def _report(self, status: TaskStatus, error: str, tail: list[str]) -> None:
+        """Tell the center; retry while it restarts (it re-attaches to this supervisor by name)."""
+        import ray
+
+        from .client import CENTER_NAME, NAMESPACE
+
+        deadline = time.monotonic() + REPORT_PATIENCE_S
+        while time.monotonic() < deadline:
+            try:
+                center = ray.get_actor(CENTER_NAME, namespace=NAMESPACE)
+                ref: Any = center.task_finished.remote(self.record.task_id, status.value, error, tail)
+                ray.get(ref, timeout=30)
+                return
+            except Exception:
+                time.sleep(1.0)

@@ -1,0 +1,66 @@
+"""What one rank of a queued run executes (wrapped as a Ray task by the run supervisor; no Ray here).
+
+The same code path as ``dlnest-ray train``: :func:`dlnest_ray.runtime.trainer.train` in the save
+package. The process becomes the leader of its own process group first, so the supervisor can kill
+it and everything it started (DataLoader workers, subprocesses) without touching Ray's own processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from .trainer import StopRequested, TrainOptions, train
+
+__all__ = ["RUN_DIR", "pid_file", "run_rank", "stop_file"]
+
+RUN_DIR = ".dlnest_run"  # inside the package: per-task stop requests and rank process groups
+
+
+def stop_file(package: str | Path, task_id: str) -> Path:
+    return Path(package) / RUN_DIR / f"{task_id}.stop"
+
+
+def pid_file(package: str | Path, task_id: str, rank: int) -> Path:
+    return Path(package) / RUN_DIR / f"{task_id}.rank{rank}.pgid"
+
+
+def run_rank(
+    package: str,
+    *,
+    task_id: str,
+    rank: int,
+    resume: bool,
+    ckpt_id: int,
+    threads: int,
+    cpu: bool,
+    description: str = "",
+) -> dict[str, object]:
+    """Train this rank; returns ``{"finished_epoch", "stopped"}``; raises TrainingFailed on a user error."""
+    import torch
+
+    # A reused worker keeps the thread count of whatever first imported torch in it: set it per rank.
+    torch.set_num_threads(max(1, threads))
+    with contextlib.suppress(OSError):
+        os.setpgrp()
+    marker = pid_file(package, task_id, rank)
+    marker.parent.mkdir(exist_ok=True)
+    marker.write_text(str(os.getpgrp()))
+    try:
+        result = train(
+            package,
+            TrainOptions(
+                resume=resume,
+                ckpt_id=ckpt_id,
+                cpu=cpu,
+                description=description,
+                stop_file=str(stop_file(package, task_id)),
+            ),
+        )
+        return {"finished_epoch": result.finished_epoch, "stopped": False}
+    except StopRequested:
+        return {"finished_epoch": None, "stopped": True}
+    finally:
+        with contextlib.suppress(OSError):
+            marker.unlink()

@@ -1,0 +1,120 @@
+"""Tasks: status values, the one table of allowed transitions, and the task record (pure data).
+
+PENDING → RUNNING → SUCCEEDED | FAILED | CANCELLED; a pending task may also be CANCELLED (deleted) or
+FAILED (its launch failed). Every status change goes through :func:`transition`, which refuses any
+other move, so a late or duplicate report (a supervisor re-attached after a center restart, say)
+cannot resurrect a finished task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from enum import Enum
+from typing import Any
+
+from .errors import DlnestError
+from .scheduling.specs import Placement, TaskSpec
+
+__all__ = ["InvalidTransition", "TaskKind", "TaskRecord", "TaskStatus", "transition"]
+
+
+class TaskStatus(str, Enum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_TERMINAL = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+_ALLOWED: dict[TaskStatus, frozenset[TaskStatus]] = {
+    TaskStatus.PENDING: frozenset({TaskStatus.RUNNING, TaskStatus.CANCELLED, TaskStatus.FAILED}),
+    TaskStatus.RUNNING: frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED}),
+    TaskStatus.SUCCEEDED: frozenset(),
+    TaskStatus.FAILED: frozenset(),
+    TaskStatus.CANCELLED: frozenset(),
+}
+
+
+class TaskKind(str, Enum):
+    TRAIN = "T"
+    ANALYZE = "A"
+
+
+class InvalidTransition(DlnestError):
+    """A status change the state machine does not allow."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskRecord:
+    """Everything the center knows about one task; persisted as JSON."""
+
+    task_id: str
+    kind: TaskKind = TaskKind.TRAIN
+    status: TaskStatus = TaskStatus.PENDING
+    package: str
+    description: str = ""
+    name: str = ""  # short label for tables and the Ray dashboard (the project's folder name)
+    placement: Placement = Placement.GPU
+    memory_mb: int | None = None
+    gpus_requested: int | None = None
+    resume: bool = False
+    ckpt_id: int = -1
+    submitted_at: float
+    started_at: float | None = None
+    ended_at: float | None = None
+    node: str | None = None
+    gpus: tuple[int, ...] = ()
+    mb_per_gpu: int = 0
+    gpu_total_mb: int = 0  # memory of the chosen GPUs: a placement-group bundle asks mb/total of a GPU
+    wait_reason: str = ""
+    error: str = ""
+    output_tail: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def spec(self) -> TaskSpec:
+        return TaskSpec(
+            task_id=self.task_id,
+            placement=self.placement,
+            memory_mb=self.memory_mb,
+            gpus=self.gpus_requested,
+            submitted_at=self.submitted_at,
+        )
+
+    @property
+    def world_size(self) -> int:
+        return len(self.gpus) if self.placement is Placement.DDP and self.gpus else 1
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["kind"], d["status"], d["placement"] = self.kind.value, self.status.value, self.placement.value
+        d["gpus"], d["output_tail"] = list(self.gpus), list(self.output_tail)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> TaskRecord:
+        d = dict(d)
+        d["kind"], d["status"] = TaskKind(d["kind"]), TaskStatus(d["status"])
+        d["placement"] = Placement(d["placement"])
+        d["gpus"], d["output_tail"] = tuple(d.get("gpus", ())), tuple(d.get("output_tail", ()))
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def transition(record: TaskRecord, new: TaskStatus, *, at: float, **changes: Any) -> TaskRecord:
+    """``record`` moved to ``new`` at time ``at`` (with other fields changed), or InvalidTransition."""
+    if new not in _ALLOWED[record.status]:
+        raise InvalidTransition(f"task {record.task_id} cannot go from {record.status} to {new}")
+    stamp: dict[str, Any] = {}
+    if new is TaskStatus.RUNNING:
+        stamp["started_at"] = at
+        stamp["wait_reason"] = ""
+    if new.is_terminal():
+        stamp["ended_at"] = at
+    return replace(record, status=new, **stamp, **changes)
