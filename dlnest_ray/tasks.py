@@ -74,6 +74,7 @@ class TaskRecord:
     mb_per_gpu: int = 0
     gpu_total_mb: int = 0  # memory of the chosen GPUs: a placement-group bundle asks mb/total of a GPU
     wait_reason: str = ""
+    cancel_requested: bool = False  # `del` of a running task: its end is recorded as CANCELLED
     error: str = ""
     output_tail: tuple[str, ...] = field(default_factory=tuple)
 

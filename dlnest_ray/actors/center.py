@@ -42,7 +42,6 @@ class Center:
         self.devices = devices
         self.clock = clock
         self.log = LogBuffer(self.store.home / "center.log")
-        self._cancel_requested: set[str] = set()
         self._gpus: tuple[GpuState, ...] = ()
         self._reattach()
 
@@ -147,7 +146,7 @@ class Center:
                 self.log.write(f"{task_id} deleted while pending")
                 return f"{task_id} removed from the queue"
             if record.status is TaskStatus.RUNNING:
-                self._cancel_requested.add(task_id)
+                self._set(replace(record, cancel_requested=True))
                 self.launcher.cancel(task_id)
                 self.log.write(f"{task_id} cancelling")
                 return f"{task_id} is being stopped"
@@ -162,10 +161,12 @@ class Center:
             record = self.store.tasks.get(task_id)
             if record is None or record.status.is_terminal():
                 return  # a duplicate report (e.g. after a restart): the first one counted
-            final = TaskStatus(status)
-            if task_id in self._cancel_requested and final is not TaskStatus.SUCCEEDED:
+            try:
+                final = TaskStatus(status)
+            except ValueError:
+                raise DlnestError(f"unknown task status {status!r} reported for {task_id}") from None
+            if record.cancel_requested and final is not TaskStatus.SUCCEEDED:
                 final = TaskStatus.CANCELLED
-            self._cancel_requested.discard(task_id)
             tail = tuple(output_tail or ())
             self._set(transition(record, final, at=self.clock(), error=error, output_tail=tail))
             self.log.write(f"{task_id} {final}" + (f": {error}" if error else ""))
@@ -227,6 +228,7 @@ class Center:
                 return []
             snapshot = Snapshot(gpus=self._read_gpus(), settings=self._settings(), now=self.clock())
             decisions = decide([r.spec for r in pending], snapshot)
+            relaunch = False
             for d in decisions:
                 record = self.store.tasks[d.task_id]
                 if isinstance(d, Wait):
@@ -251,6 +253,7 @@ class Center:
                         transition(running, TaskStatus.FAILED, at=self.clock(), error=f"launch failed: {e}")
                     )
                     self.log.write(f"{d.task_id} launch failed: {e}")
+                    relaunch = True
                     continue
                 where = (
                     "CPU"
@@ -259,6 +262,8 @@ class Center:
                 )
                 self.log.write(f"{d.task_id} launched on {where}")
             self.store.save()
+            if relaunch:  # a launch failed: its GPUs are free again for the tasks behind it
+                return self.schedule()
             return decisions
 
     # ------------------------------------------------------------------------------------------ restart
@@ -269,10 +274,14 @@ class Center:
         for record in self._running():
             if record.task_id in alive:
                 self.log.write(f"{record.task_id} re-attached")
+                if record.cancel_requested:
+                    self.launcher.cancel(record.task_id)
                 continue
             status, error = TaskStatus.FAILED, "its supervisor ended while the center was down"
             try:
-                seg = (SavePackage.open(record.package).meta.get("segments") or [{}])[-1]
+                segments = SavePackage.open(record.package).meta.get("segments") or []
+                mine = [s for s in segments if s.get("task_id") == record.task_id]
+                seg = mine[-1] if mine else {}
                 if seg.get("status") == "succeeded":
                     status, error = TaskStatus.SUCCEEDED, ""
                 elif seg.get("error"):
@@ -282,6 +291,7 @@ class Center:
             self._set(transition(record, status, at=self.clock(), error=error), save=False)
             self.log.write(f"{record.task_id} {status} (found after a restart)")
         self.store.save()
+        self.schedule()  # runs that ended while the center was down freed their GPUs
 
     # ------------------------------------------------------------------------------------------ queries
     def _get(self, task_id: str) -> TaskRecord:
@@ -298,7 +308,10 @@ class Center:
     def get_task_info(self, include_finished: bool = False) -> list[dict[str, Any]]:
         with self._lock:
             records = [r for r in self.store.tasks.values() if include_finished or not r.status.is_terminal()]
-            return [{**r.to_json(), "cancelling": r.task_id in self._cancel_requested} for r in records]
+            return [
+                {**r.to_json(), "cancelling": r.cancel_requested and not r.status.is_terminal()}
+                for r in records
+            ]
 
     def get_devices_info(self) -> list[dict[str, Any]]:
         with self._lock:

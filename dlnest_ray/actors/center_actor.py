@@ -16,8 +16,8 @@ __all__ = ["CenterActor"]
 
 class CenterActor(Center):
     def __init__(self, home: str) -> None:
+        self._gauges = _Gauges()  # before the base init: it already runs a scheduling pass
         super().__init__(home=Path(home), launcher=RayLauncher(), devices=RayDevices())
-        self._gauges = _Gauges()
         self._stop = threading.Event()
         self._wake = threading.Event()
         threading.Thread(target=self._loop, name="dlnest-scheduler", daemon=True).start()

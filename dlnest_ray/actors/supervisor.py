@@ -21,7 +21,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ..runtime.entry import pid_file, run_rank, stop_file
 from ..scheduling.specs import Placement
@@ -81,6 +81,13 @@ class RunSupervisor:
         self._report(status, error, tail)
         ray.actor.exit_actor()
 
+    def _gpu_share(self) -> float:
+        """The fraction of a GPU each bundle asks Ray for: the run's MB over the GPU's total."""
+        rec = self.record
+        if not (rec.gpus and rec.gpu_total_mb):
+            return 0.0
+        return max(0.0001, min(1.0, rec.mb_per_gpu / rec.gpu_total_mb))
+
     def _placement_group(self) -> Any:
         import ray
         from ray.util.placement_group import placement_group
@@ -88,9 +95,7 @@ class RunSupervisor:
         from .ray_ports import full_node_id
 
         rec = self.record
-        frac = 0.0
-        if rec.gpus and rec.gpu_total_mb:
-            frac = max(0.0001, min(1.0, rec.mb_per_gpu / rec.gpu_total_mb))
+        frac = self._gpu_share()
         ranks = rec.world_size
         gpu = {"GPU": frac} if frac else {}
         bundles: list[dict[str, float]] = [{"CPU": self.cpus, **gpu} for _ in range(ranks)]
@@ -138,10 +143,8 @@ class RunSupervisor:
         if rec.world_size > 1:
             monitor = monitor_for(full_node_id(rec.node or ""))
             master = (ray.get(monitor.address.remote()), ray.get(monitor.free_port.remote()))
-        frac = 0.0
-        if rec.gpus and rec.gpu_total_mb:
-            frac = max(0.0001, min(1.0, rec.mb_per_gpu / rec.gpu_total_mb))
-        remote: Any = ray.remote(run_rank)
+        frac = self._gpu_share()
+        remote: Any = ray.remote(cast(Any, run_rank))
         refs = []
         for r in range(rec.world_size):
             refs.append(

@@ -56,6 +56,7 @@ def run_rank(
                 cpu=cpu,
                 description=description,
                 stop_file=str(stop_file(package, task_id)),
+                task_id=task_id,
             ),
         )
         return {"finished_epoch": result.finished_epoch, "stopped": False}

@@ -67,6 +67,7 @@ class TrainOptions:
     async_checkpoints: bool = True
     description: str = ""
     stop_file: str | None = None  # when this file exists, the run stops as if interrupted (dlnest-ray del)
+    task_id: str | None = None  # the queued task this run belongs to, recorded in its segment
 
 
 class StopRequested(KeyboardInterrupt):
@@ -281,6 +282,7 @@ class _Run:
             "pid": os.getpid(),
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "description": self.opts.description,
+            "task_id": self.opts.task_id,
             "seed": self.seed,
         }
 
