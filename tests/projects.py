@@ -181,6 +181,7 @@ SNAKE_MODEL = '''\
 import os
 import subprocess
 import sys
+import time
 
 import torch
 from torch import nn
@@ -222,6 +223,8 @@ class Model(ModelBaseTorch):
             subprocess.run(["echo", "noise: from-child"], check=True)
             sys.stderr.write("noise: sys.stderr\\n")
             sys.stderr.flush()
+        if t.get("step_sleep_s"):
+            time.sleep(float(t["step_sleep_s"]))  # keeps a run busy for tests of queues and cancels
         idx, x, y = data
         self.record["seen"].setdefault(str(epoch), []).extend(int(i) for i in idx)
         self.optimizer.zero_grad()
@@ -583,6 +586,7 @@ def write_project(
     skip: dict[str, list[int]] | None = None,
     visualize_every: int | None = None,
     noisy: bool = False,
+    step_sleep_s: float = 0.0,
     record_dir: str | Path | None = None,
     validation: str = "validate",
     n_train: int = 128,
@@ -613,6 +617,8 @@ def write_project(
         test["visualize_every"] = visualize_every
     if noisy:
         test["noisy"] = True
+    if step_sleep_s:
+        test["step_sleep_s"] = step_sleep_s
     if record_dir is not None:
         test["record_dir"] = str(Path(record_dir).resolve())
 

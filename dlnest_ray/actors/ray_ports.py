@@ -126,7 +126,9 @@ class RayLauncher:
         from .supervisor import RunSupervisor
 
         actor: Any = ray.remote(RunSupervisor)
-        handle = actor.options(
+        # Detached and self-starting: it supervises from its constructor and reports to the center by
+        # name, so neither depends on this (center) process staying alive.
+        actor.options(
             name=record.task_id,
             namespace=NAMESPACE,
             lifetime="detached",
@@ -134,7 +136,6 @@ class RayLauncher:
             max_restarts=0,
             max_concurrency=4,
         ).remote(record.to_json())
-        handle.start.remote()
 
     def cancel(self, task_id: str) -> None:
         import ray

@@ -49,6 +49,9 @@ class RunSupervisor:
         self._state = "starting"
         self.grace_s = float(os.environ.get(GRACE_ENV, "20"))
         self.cpus = float(os.environ.get(CPUS_ENV, "1"))
+        # Supervise from the constructor, not from a method the center calls: Ray fate-shares a call
+        # with its caller, so a center killed right after a launch would take the call with it.
+        threading.Thread(target=self._main, name=f"supervise-{self.record.task_id}", daemon=True).start()
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -57,8 +60,8 @@ class RunSupervisor:
         return self._state
 
     # ---------------------------------------------------------------------------------------- main
-    def start(self) -> None:
-        """Supervise the run to its end, report it, and exit (runs as one long actor call)."""
+    def _main(self) -> None:
+        """Supervise the run to its end, report it, and remove this actor."""
         import ray
 
         status, error, failing_rank = TaskStatus.FAILED, "", 0
@@ -79,7 +82,7 @@ class RunSupervisor:
         out = "_output.txt" if self.record.world_size == 1 else f"_output_{failing_rank}.txt"
         tail = _tail(Path(self.record.package) / out) if status is not TaskStatus.SUCCEEDED else []
         self._report(status, error, tail)
-        ray.actor.exit_actor()
+        ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
 
     def _gpu_share(self) -> float:
         """The fraction of a GPU each bundle asks Ray for: the run's MB over the GPU's total."""
@@ -115,7 +118,13 @@ class RunSupervisor:
 
     def _env(self, rank: int, master: tuple[str, int] | None) -> dict[str, str]:
         rec = self.record
-        env = {"RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1", "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1"}
+        env = {
+            "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1",
+            "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1",
+            # a runtime env of its own: fresh worker processes, never reused by another run (a reused
+            # worker would keep its CUDA context, GPU memory and imported user modules)
+            "DLNEST_RAY_TASK": rec.task_id,
+        }
         if not rec.gpus:
             env["CUDA_VISIBLE_DEVICES"] = ""
         elif rec.placement is Placement.DDP:
@@ -167,7 +176,10 @@ class RunSupervisor:
                 )
             )
         self._state = "running"
-        return self._wait(refs)
+        try:
+            return self._wait(refs)
+        finally:
+            self._kill_groups()  # the ranks' workers and whatever they started: no rank outlives its task
 
     def _wait(self, refs: list[Any]) -> tuple[TaskStatus, str, int]:
         import ray
@@ -213,16 +225,28 @@ class RunSupervisor:
         for ref in pending:
             with contextlib.suppress(Exception):
                 ray.cancel(ref, force=True)
-        pgids = []
-        for r in range(rec.world_size):
-            with contextlib.suppress(OSError, ValueError):
-                pgids.append(int(pid_file(rec.package, rec.task_id, r).read_text()))
-        if pgids:
-            from .ray_ports import full_node_id, monitor_for
 
-            node = full_node_id(rec.node) if rec.node else ray.get_runtime_context().get_node_id()
-            with contextlib.suppress(Exception):
-                ray.get(monitor_for(node).kill_groups.remote(pgids), timeout=30)
+    def _kill_groups(self) -> None:
+        """SIGKILL each rank's process group (every rank leads one) on its node, then forget them."""
+        import ray
+
+        from .ray_ports import alive_nodes, monitor_for
+
+        rec = self.record
+        files = [pid_file(rec.package, rec.task_id, r) for r in range(rec.world_size)]
+        pgids = []
+        for f in files:
+            with contextlib.suppress(OSError, ValueError):
+                pgids.append(int(f.read_text()))
+        if pgids:
+            # CPU runs may land anywhere: ask every node (a pgid that is not there is skipped)
+            nodes = [alive_nodes().get(rec.node or "", "")] if rec.node else list(alive_nodes().values())
+            for node in filter(None, nodes):
+                with contextlib.suppress(Exception):
+                    ray.get(monitor_for(node).kill_groups.remote(pgids), timeout=30)
+        for f in files:
+            with contextlib.suppress(OSError):
+                f.unlink()
 
     def _remove(self, pg: Any) -> None:
         import ray

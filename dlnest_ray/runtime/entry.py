@@ -62,6 +62,3 @@ def run_rank(
         return {"finished_epoch": result.finished_epoch, "stopped": False}
     except StopRequested:
         return {"finished_epoch": None, "stopped": True}
-    finally:
-        with contextlib.suppress(OSError):
-            marker.unlink()

@@ -1,0 +1,176 @@
+"""End to end on a local Ray with logical GPUs (``num_gpus=2``) and the fake probe (2 x 16000 MB):
+submit → placement group → rank tasks → report, DDP over Ray, delete, center restart, bad submits."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dlnest_ray.errors import DlnestError
+from dlnest_ray.savepack.package import SavePackage
+from tests.projects import write_project
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    import ray
+
+    from dlnest_ray.actors.client import NAMESPACE, Client, get_or_create_center
+
+    os.environ["DLNEST_RAY_FAKE_GPUS"] = "2x16000"  # inherited by the workers Ray starts below
+    os.environ["DLNEST_RAY_CANCEL_GRACE_S"] = "5"
+    ray.init(num_cpus=2, num_gpus=2, namespace=NAMESPACE, include_dashboard=False, logging_level="ERROR")
+    try:
+        yield Client(get_or_create_center(str(tmp_path_factory.mktemp("home"))))
+    finally:
+        ray.shutdown()
+        os.environ.pop("DLNEST_RAY_FAKE_GPUS", None)
+        os.environ.pop("DLNEST_RAY_CANCEL_GRACE_S", None)
+
+
+def tasks(client: Any) -> dict[str, dict[str, Any]]:
+    return {t["task_id"]: t for t in client.get_task_info(include_finished=True)}
+
+
+def wait_for(pred: Callable[[], bool], timeout: float = 120.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def wait_done(client: Any, ids: list[str], timeout: float = 180.0) -> dict[str, dict[str, Any]]:
+    wait_for(lambda: all(tasks(client)[i]["status"] in TERMINAL for i in ids), timeout, f"{ids} to end")
+    return tasks(client)
+
+
+def node_of(client: Any) -> str:
+    return str(client.get_devices_info()[0]["node"])
+
+
+def test_two_runs_share_gpu0_and_a_third_waits_then_starts(client: Any, tmp_path: Path) -> None:
+    cfg = write_project(tmp_path / "p", epochs=2, step_sleep_s=0.2)
+    node = node_of(client)
+    client.change_devices([f"{node}:gpu0"])
+    try:
+        ids = [client.run_train(str(cfg), memory_mb=8000) for _ in range(3)]
+        now = tasks(client)
+        assert [now[i]["status"] for i in ids[:2]] == ["RUNNING", "RUNNING"]
+        assert all(now[i]["gpus"] == [0] and now[i]["mb_per_gpu"] == 8000 for i in ids[:2])
+        assert now[ids[2]]["status"] == "PENDING"
+        assert now[ids[2]]["wait_reason"] == f"needs 8000 MB on 1 GPU; best free is 0 MB on {node}:gpu0"
+        reserved = {d["gpu"]: d["reserved_mb"] for d in client.get_devices_info()}
+        assert reserved == {0: 16000, 1: 0}
+        done = wait_done(client, ids)
+    finally:
+        client.change_devices([f"{node}:gpu0", f"{node}:gpu1"])
+    assert [done[i]["status"] for i in ids] == ["SUCCEEDED"] * 3, [done[i]["error"] for i in ids]
+    assert done[ids[2]]["started_at"] >= min(done[i]["ended_at"] for i in ids[:2])  # started when one ended
+    for i in ids:
+        pkg = SavePackage.open(done[i]["package"])
+        seg = pkg.meta["segments"][-1]
+        assert (seg["status"], seg["task_id"], seg["cuda_visible_devices"]) == ("succeeded", i, "0")
+        assert pkg.latest_valid_id() is not None
+    assert {d["reserved_mb"] for d in client.get_devices_info()} == {0}
+
+
+def test_ddp_two_ranks_through_ray(client: Any, tmp_path: Path) -> None:
+    cfg = write_project(tmp_path / "p", epochs=2)
+    tid = client.run_train(str(cfg), memory_mb=8000, placement="ddp", gpus=2)
+    rec = tasks(client)[tid]
+    assert sorted(rec["gpus"]) == [0, 1] and rec["mb_per_gpu"] == 4000
+    done = wait_done(client, [tid])[tid]
+    assert done["status"] == "SUCCEEDED", done["error"]
+    package = Path(done["package"])
+    assert (package / "_output_0.txt").is_file() and (package / "_output_1.txt").is_file()
+    segs = SavePackage.open(package).meta["segments"]
+    assert {(s["env"], s["world_size"]) for s in segs} == {("DDP", 2)}
+    assert SavePackage.open(package).state_dict()["finished_epoch"] == 1
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def test_del_of_a_running_ddp_run_leaves_no_process_and_a_loadable_ckpt(client: Any, tmp_path: Path) -> None:
+    cfg = write_project(tmp_path / "p", epochs=50, step_sleep_s=0.05)
+    tid = client.run_train(str(cfg), memory_mb=8000, placement="ddp", gpus=2)
+    package = Path(tasks(client)[tid]["package"])
+    wait_for(lambda: SavePackage.open(package).checkpoint_ids() != [], 120, "a first checkpoint")
+    run_dir = package / ".dlnest_run"
+    pgids = [int(f.read_text()) for f in run_dir.glob(f"{tid}.rank*.pgid")]
+    assert len(pgids) == 2
+    client.del_task(tid)
+    assert tasks(client)[tid]["cancelling"] is True
+    t0 = time.monotonic()
+    done = wait_done(client, [tid], timeout=60)[tid]
+    assert done["status"] == "CANCELLED"
+    wait_for(lambda: not any(_group_alive(g) for g in pgids), 15, "the run's processes to be gone")
+    assert time.monotonic() - t0 < 60
+    state = SavePackage.open(package).state_dict()  # the latest valid checkpoint loads
+    assert state["finished_epoch"] >= 0
+    assert {d["reserved_mb"] for d in client.get_devices_info()} == {0}
+
+
+def test_center_restart_keeps_the_queue_and_reattaches_running_runs(client: Any, tmp_path: Path) -> None:
+    import ray
+
+    from dlnest_ray.actors.client import get_center
+
+    long_cfg = write_project(tmp_path / "long", epochs=3, step_sleep_s=0.3)
+    running = [client.run_train(str(long_cfg), memory_mb=12000) for _ in range(2)]
+    queued = [client.run_train(str(long_cfg), memory_mb=12000) for _ in range(20)]
+    before = tasks(client)
+    assert [before[i]["status"] for i in running] == ["RUNNING", "RUNNING"]
+    assert all(before[i]["status"] == "PENDING" for i in queued)
+    ray.kill(get_center(), no_restart=False)
+    wait_for(lambda: _pings(get_center()), 60, "the center to restart")
+    after = tasks(client)
+    assert [after[i]["status"] for i in running] == ["RUNNING", "RUNNING"]  # re-attached
+    assert [i for i in after if after[i]["status"] == "PENDING"] == queued  # none lost, same order
+    for tid in queued[2:]:
+        client.del_task(tid)
+    done = wait_done(client, running + queued[:2])
+    assert [done[i]["status"] for i in running + queued[:2]] == ["SUCCEEDED"] * 4
+
+
+def _pings(center: Any) -> bool:
+    import ray
+
+    try:
+        return bool(ray.get(center.ping.remote(), timeout=5) == "ok")
+    except Exception:
+        return False
+
+
+def test_bad_submits_are_refused_and_create_no_package(client: Any, tmp_path: Path) -> None:
+    cfg = write_project(tmp_path / "p", epochs=1)
+    saves = cfg.parent / "Saves"
+    with pytest.raises(DlnestError, match="not found"):
+        client.run_train(str(tmp_path / "missing.json"))
+    (cfg.parent / "Model" / "Model.py").unlink()
+    with pytest.raises(DlnestError, match="code files not found"):
+        client.run_train(str(cfg))
+    write_project(tmp_path / "p2", epochs=1)
+    with pytest.raises(DlnestError, match="can never run here"):
+        client.run_train(str(tmp_path / "p2" / "root_config.json"), memory_mb=40000)
+    assert not saves.exists() and not (tmp_path / "p2" / "Saves").exists()
+    with pytest.raises(DlnestError, match="no task"):
+        client.del_task("T_9999")
