@@ -21,6 +21,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from .actors.client import connect
     from .runtime.analysis import AnalyzeContext, analyze
     from .runtime.bases import DatasetBase, LifeCycleBase, ModelBase, ModelBaseTorch
     from .runtime.status import RunningStatus
@@ -36,6 +37,7 @@ _LAZY = {
     "RunningStatus": "runtime.status",
     "SavePackage": "savepack.package",
     "analyze": "runtime.analysis",
+    "connect": "actors.client",
     "AnalyzeContext": "runtime.analysis",
 }
 
@@ -57,6 +59,7 @@ __all__ = [
     "UserCodeError",
     "__version__",
     "analyze",
+    "connect",
 ]
 
 

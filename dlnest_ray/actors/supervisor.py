@@ -34,6 +34,14 @@ CPUS_ENV = "DLNEST_RAY_CPUS_PER_RANK"
 REPORT_PATIENCE_S = 600.0
 
 
+def _rank_task(package: str, **kwargs: Any) -> dict[str, object]:
+    """One rank as a Ray task: note the node it really runs on (recorded in the run segment)."""
+    import ray
+
+    os.environ["DLNEST_RAY_NODE"] = ray.get_runtime_context().get_node_id()[:8]
+    return run_rank(package, **kwargs)
+
+
 def _tail(path: Path, n: int = 20) -> list[str]:
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
@@ -153,7 +161,7 @@ class RunSupervisor:
             monitor = monitor_for(full_node_id(rec.node or ""))
             master = (ray.get(monitor.address.remote()), ray.get(monitor.free_port.remote()))
         frac = self._gpu_share()
-        remote: Any = ray.remote(cast(Any, run_rank))
+        remote: Any = ray.remote(cast(Any, _rank_task))
         refs = []
         for r in range(rec.world_size):
             refs.append(

@@ -279,6 +279,7 @@ class _Run:
             "world_size": st.world_size,
             "devices": devices,
             "host": socket.gethostname(),
+            "node": os.environ.get("DLNEST_RAY_NODE"),  # set by the run supervisor on a cluster
             "pid": os.getpid(),
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "description": self.opts.description,
