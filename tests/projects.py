@@ -338,7 +338,13 @@ class LifeCycle(LifeCycleBase):
         return epoch + 1 < args["epochs"]
 
     def get_save_dict(self):
-        return {"best_acc": self.best_acc, "history": [list(h) for h in self.history]}
+        out = {"best_acc": self.best_acc, "history": [list(h) for h in self.history]}
+        ballast = self.args.get("test", {}).get("ballast_mb")
+        if ballast:  # a big checkpoint whose write takes a while (rank 0 only: no DDP traffic)
+            import torch
+
+            out["ballast"] = torch.rand(int(ballast) * 2**18)
+        return out
 
     def load_save_dict(self, save_dict):
         self.best_acc = save_dict["best_acc"]
@@ -587,6 +593,7 @@ def write_project(
     visualize_every: int | None = None,
     noisy: bool = False,
     step_sleep_s: float = 0.0,
+    ballast_mb: int = 0,
     record_dir: str | Path | None = None,
     validation: str = "validate",
     n_train: int = 128,
@@ -619,6 +626,8 @@ def write_project(
         test["noisy"] = True
     if step_sleep_s:
         test["step_sleep_s"] = step_sleep_s
+    if ballast_mb:
+        test["ballast_mb"] = ballast_mb
     if record_dir is not None:
         test["record_dir"] = str(Path(record_dir).resolve())
 

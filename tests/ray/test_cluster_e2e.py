@@ -174,3 +174,23 @@ def test_bad_submits_are_refused_and_create_no_package(client: Any, tmp_path: Pa
     assert not saves.exists() and not (tmp_path / "p2" / "Saves").exists()
     with pytest.raises(DlnestError, match="no task"):
         client.del_task("T_9999")
+
+
+def test_del_of_a_ddp_run_in_the_middle_of_a_checkpoint_save(client: Any, tmp_path: Path) -> None:
+    cfg = write_project(tmp_path / "p", epochs=200, ballast_mb=300, step_sleep_s=0.05)
+    tid = client.run_train(str(cfg), memory_mb=8000, placement="ddp", gpus=2)
+    package = Path(tasks(client)[tid]["package"])
+    ckpts = package / "Checkpoints"
+    wait_for(lambda: SavePackage.open(package).latest_valid_id() is not None, 120, "a first valid checkpoint")
+    wait_for(lambda: any(ckpts.glob(".state_*.ckpt.tmp-*")), 60, "a checkpoint write in flight")
+    pgids = [int(f.read_text()) for f in (package / ".dlnest_run").glob(f"{tid}.rank*.pgid")]
+    client.del_task(tid)  # caught mid-save
+    t0 = time.monotonic()
+    wait_for(lambda: not any(_group_alive(g) for g in pgids), 15, "no process of the run within 15 s")
+    assert len(pgids) == 2 and time.monotonic() - t0 < 15
+    done = wait_done(client, [tid], timeout=60)[tid]
+    assert done["status"] == "CANCELLED"
+    pkg = SavePackage.open(package)
+    state = pkg.state_dict()  # the latest valid checkpoint loads (verified size and sha256)
+    assert state["life_cycle"]["ballast"].numel() == 300 * 2**18
+    assert pkg.latest_valid_id() == max(pkg.checkpoint_ids())
