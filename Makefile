@@ -25,8 +25,12 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 bench: $(STAMP)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,bench]'
 	$(PY) bench/loop_overhead.py
 	$(PY) bench/checkpoint.py
+	$(PY) bench/policy_scale.py
+	$(PY) bench/packing.py
+	$(PY) bench/queue_latency.py
 
 clean-venv:
 	rm -rf $(VENV)

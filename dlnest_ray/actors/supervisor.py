@@ -23,7 +23,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, cast
 
-from ..runtime.entry import pid_file, run_rank, stop_file
+from ..runtime.entry import pid_file, stop_file
 from ..scheduling.specs import Placement
 from ..tasks import TaskRecord, TaskStatus
 
@@ -34,11 +34,22 @@ CPUS_ENV = "DLNEST_RAY_CPUS_PER_RANK"
 REPORT_PATIENCE_S = 600.0
 
 
-def _rank_task(package: str, **kwargs: Any) -> dict[str, object]:
-    """One rank as a Ray task: note the node it really runs on (recorded in the run segment)."""
+def _rank_task(package: str, env: dict[str, str], **kwargs: Any) -> dict[str, object]:
+    """One rank as a Ray task. The run's environment (``CUDA_VISIBLE_DEVICES``, the DDP rendezvous) is
+    applied here, before torch starts CUDA, rather than as a Ray runtime env: a runtime env of its own
+    would make Ray spawn a new worker for every run (seconds of queue latency). Rank workers are killed
+    after their run, so a worker never carries one run's CUDA context or modules into the next."""
+    import sys
+
     import ray
 
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        raise RuntimeError("this Ray worker already initialised CUDA for other work; resubmit the run")
+    os.environ.update(env)
     os.environ["DLNEST_RAY_NODE"] = ray.get_runtime_context().get_node_id()[:8]
+    from ..runtime.entry import run_rank  # torch comes in here, in the rank's process only
+
     return run_rank(package, **kwargs)
 
 
@@ -129,8 +140,6 @@ class RunSupervisor:
         env = {
             "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1",
             "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1",
-            # a runtime env of its own: fresh worker processes, never reused by another run (a reused
-            # worker would keep its CUDA context, GPU memory and imported user modules)
             "DLNEST_RAY_TASK": rec.task_id,
         }
         if not rec.gpus:
@@ -171,9 +180,9 @@ class RunSupervisor:
                     num_gpus=frac,
                     max_retries=0,
                     scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=r),
-                    runtime_env={"env_vars": self._env(r, master)},
                 ).remote(
                     rec.package,
+                    self._env(r, master),
                     task_id=rec.task_id,
                     rank=r,
                     resume=rec.resume,

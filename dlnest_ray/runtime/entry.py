@@ -11,7 +11,6 @@ import contextlib
 import os
 from pathlib import Path
 
-from .trainer import StopRequested, TrainOptions, train
 
 __all__ = ["RUN_DIR", "pid_file", "run_rank", "stop_file"]
 
@@ -39,6 +38,8 @@ def run_rank(
 ) -> dict[str, object]:
     """Train this rank; returns ``{"finished_epoch", "stopped"}``; raises TrainingFailed on a user error."""
     import torch
+
+    from .trainer import StopRequested, TrainOptions, train
 
     # A reused worker keeps the thread count of whatever first imported torch in it: set it per rank.
     torch.set_num_threads(max(1, threads))
