@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-MODEL = '''
+MODEL = """
 import json, time
 import torch
 from torch import nn
@@ -53,9 +53,9 @@ class Model(ModelBaseTorch):
         loss.backward()
         self.optimizer.step()
         log["loss"].append(loss.item())
-'''
+"""
 
-DATASET = '''
+DATASET = """
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 from dlnest_ray import DatasetBase
@@ -66,16 +66,16 @@ class Dataset(DatasetBase):
         g = torch.Generator().manual_seed(0)
         ds = TensorDataset(torch.randn(256, 8, generator=g), torch.randint(0, 2, (256,), generator=g))
         return {}, DataLoader(ds, batch_size=32, shuffle=True), DataLoader(ds, batch_size=64)
-'''
+"""
 
-LIFE_CYCLE = '''
+LIFE_CYCLE = """
 from dlnest_ray import LifeCycleBase
 
 
 class LifeCycle(LifeCycleBase):
     def need_continue_train(self, epoch, log, args):
         return False
-'''
+"""
 
 
 def make_project(root: Path) -> Path:
@@ -86,8 +86,12 @@ def make_project(root: Path) -> Path:
         "model_name": "Model",
         "dataset_name": "Dataset",
         "life_cycle_name": "LifeCycle",
-        "checkpoint_args": {"max_ckpt_in_fast_track": 1, "max_ckpt_in_slow_track": 0,
-                            "dilation_in_slow_track": 1, "max_ckpt_in_consistent_track": 0},
+        "checkpoint_args": {
+            "max_ckpt_in_fast_track": 1,
+            "max_ckpt_in_slow_track": 0,
+            "dilation_in_slow_track": 1,
+            "max_ckpt_in_consistent_track": 0,
+        },
         "root_file_path": ".",
         "model_file_path": "./Model.py",
         "dataset_file_path": "./Dataset.py",
@@ -134,8 +138,10 @@ def time_dlnest(client: object, config: Path, work: Path, n: int) -> float:
     t0 = time.time()
     tid = client.run_train(str(config), freq_path=str(freq), placement="cpu")  # type: ignore[attr-defined]
     first = wait_stamp(stamp)
-    while not any(t["task_id"] == tid and t["status"] == "SUCCEEDED"
-                  for t in client.get_task_info(include_finished=True)):  # type: ignore[attr-defined]
+    while not any(
+        t["task_id"] == tid and t["status"] == "SUCCEEDED"
+        for t in client.get_task_info(include_finished=True)
+    ):  # type: ignore[attr-defined]
         time.sleep(0.05)
     return first - t0
 
@@ -180,9 +186,12 @@ def main() -> None:
             dl = time_dlnest(client, config, work, i)
             rt = time_ray_train(work, i)
             ratios.append(dl / rt)
-            print(f"run {i}: dlnest-ray {dl:6.2f} s   Ray Train {rt:6.2f} s   ratio {dl / rt:.2f}", flush=True)
-        print(f"queue_latency: median ratio dlnest-ray / Ray Train to first step = {statistics.median(ratios):.2f} "
-              f"(goal <= 0.5) [repeats={opts.repeats}]")
+            print(f"run {i}: dlnest-ray {dl:6.2f} s   Ray Train {rt:6.2f} s   ratio {dl / rt:.2f}")
+        med = statistics.median(ratios)
+        print(
+            f"queue_latency: median ratio dlnest-ray / Ray Train to first step = {med:.2f} "
+            f"(goal <= 0.5) [repeats={opts.repeats}]"
+        )
     finally:
         ray.shutdown()
 

@@ -11,7 +11,6 @@ import contextlib
 import os
 from pathlib import Path
 
-
 __all__ = ["RUN_DIR", "pid_file", "run_rank", "stop_file"]
 
 RUN_DIR = ".dlnest_run"  # inside the package: per-task stop requests and rank process groups
