@@ -1,7 +1,11 @@
-"""`make demo`: the DLNest quick start, end to end, through the real `dlnest-ray` commands.
+"""`make demo`: dlnest-ray end to end, through the real `dlnest-ray` commands, on real MNIST.
 
-new --mnist → train 2 epochs → resume for a third → analyze with AnalyzeScripts/getAcc.py.
-Runs on the CPU on real MNIST (the shared data folder beside the checkout, or $DLNEST_MNIST_DIR).
+1. Foreground (DLNest's quick start): new --mnist → train 2 epochs → resume for a third → analyze
+   with AnalyzeScripts/getAcc.py.
+2. The cluster: `up` (a local Ray head; two fake 16 GB GPUs when there is no real one) → two small
+   runs that share one GPU and a 2-rank DDP run → `watch` one → wait → `tasks --all` → `down`.
+
+Runs on the CPU (the shared data folder beside the checkout, or $DLNEST_MNIST_DIR).
 """
 
 from __future__ import annotations
@@ -28,13 +32,64 @@ def mnist_dir() -> Path:
     return folder.resolve()
 
 
-def step(title: str, *args: str, cwd: Path) -> str:
-    print(f"\n$ dlnest-ray {' '.join(args)}    # {title}", flush=True)
-    proc = subprocess.run([*CLI, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    print(proc.stdout, end="", flush=True)
+def step(title: str, *args: str, cwd: Path, env: dict[str, str] | None = None, show: bool = True) -> str:
+    if show:
+        print(f"\n$ dlnest-ray {' '.join(args)}    # {title}", flush=True)
+    proc = subprocess.run(
+        [*CLI, *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    if show:
+        print(proc.stdout, end="", flush=True)
     if proc.returncode != 0:
-        sys.exit(f"demo: `dlnest-ray {' '.join(args)}` failed with exit code {proc.returncode}")
+        sys.exit(
+            f"demo: `dlnest-ray {' '.join(args)}` failed with exit code {proc.returncode}:\n{proc.stdout}"
+        )
     return proc.stdout
+
+
+def has_gpu() -> bool:
+    try:
+        return subprocess.run(["nvidia-smi", "-L"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def cluster_part(project: Path, work: Path) -> None:
+    env = dict(os.environ, DLNEST_RAY_HOME=str(work / "home"))
+    env.pop("RAY_ADDRESS", None)
+    up = ["up"]
+    if not has_gpu():
+        env["DLNEST_RAY_FAKE_GPUS"] = "2x16000"  # the ranks then train on the CPU
+        up += ["--num-gpus", "2"]
+    (project / "one_epoch.json").write_text(json.dumps({"epochs": 1}))
+    step("start a local Ray cluster", *up, cwd=project, env=env)
+    try:
+        submit = ["run", "root_config.json", "-f", "one_epoch.json", "--json"]
+        ids = []
+        for extra, desc in (
+            (["--memory", "6000"], "demo-a"),
+            (["--memory", "6000"], "demo-b"),
+            (["--ddp", "--gpus", "2", "--memory", "8000"], "demo-ddp"),
+        ):
+            out = step(f"queue {desc}", *submit, *extra, "--desc", desc, cwd=project, env=env)
+            ids.append(json.loads(out)["task_id"])
+        step("the queue: two runs share GPU 0, the DDP run takes two GPUs", "tasks", cwd=project, env=env)
+        step(f"follow {ids[0]} until it ends", "watch", ids[0], cwd=project, env=env)
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            rows = json.loads(step("", "tasks", "--all", "--json", cwd=project, env=env, show=False))
+            if all(r["status"] in ("SUCCEEDED", "FAILED", "CANCELLED") for r in rows if r["task_id"] in ids):
+                break
+            time.sleep(2)
+        out = step("every task with its devices and times", "tasks", "--all", cwd=project, env=env)
+        rows = json.loads(step("", "tasks", "--all", "--json", cwd=project, env=env, show=False))
+        for r in rows:
+            if r["task_id"] in ids:
+                print(f"{r['task_id']} {r['status']:9s} package {r['package']}")
+        if any(r["status"] != "SUCCEEDED" for r in rows if r["task_id"] in ids):
+            sys.exit("demo: a queued run did not succeed (see above)")
+    finally:
+        step("stop the center and the local cluster", "down", "--force", cwd=project, env=env)
 
 
 def main() -> None:
@@ -65,7 +120,8 @@ def main() -> None:
             sys.exit("demo: getAcc printed no accuracy")
         print(f"\nMNIST validation accuracy after 3 epochs: {float(acc.group(1)):.2%}")
         print(f"package: {package}")
-        print(f"demo finished in {time.perf_counter() - started:.0f} s")
+        cluster_part(project, work)
+        print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

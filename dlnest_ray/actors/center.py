@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -369,6 +369,11 @@ class Center:
             self.store.settings.max_tasks_per_device = int(n)
             self.store.save()
             self.schedule()
+
+    def get_settings(self) -> dict[str, Any]:
+        """Scheduling delay, max tasks per device, starvation bound and disabled devices."""
+        with self._lock:
+            return asdict(self.store.settings)
 
     @property
     def delay_s(self) -> float:

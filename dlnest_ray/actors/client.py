@@ -7,8 +7,6 @@ Ray's wrapper, so the CLI prints them as one line.
 
 from __future__ import annotations
 
-import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,21 +28,19 @@ NAMESPACE = "dlnest_ray"
 NO_CLUSTER = "no Ray cluster: run `dlnest-ray up` (or pass --address / set RAY_ADDRESS)"
 
 
-def ensure_ray(address: str | None = None) -> None:
-    """Connect this process to the cluster (``address``, else ``RAY_ADDRESS``, else ``auto``)."""
+def ensure_ray(address: str | None = None, home: str | None = None) -> None:
+    """Connect this process to the cluster (see :mod:`.address` for how it is found)."""
     import ray
 
     if ray.is_initialized():
         return
-    try:
-        ray.init(
-            address=address or os.environ.get("RAY_ADDRESS") or "auto",
-            namespace=NAMESPACE,
-            logging_level=logging.ERROR,
-            log_to_driver=False,
-        )
-    except ConnectionError:
-        raise DlnestError(NO_CLUSTER) from None
+    from .address import auth_env, init_ray, reachable, resolve_address
+
+    auth_env()
+    resolved = resolve_address(address, Path(home) if home else None)
+    if resolved is None or not reachable(resolved):
+        raise DlnestError(NO_CLUSTER)
+    init_ray(resolved)
 
 
 def _center_options() -> dict[str, Any]:
@@ -124,6 +120,7 @@ class Client:
     change_devices = _op("change_devices")
     change_delay = _op("change_delay")
     change_max_task_per_device = _op("change_max_task_per_device")
+    get_settings = _op("get_settings")
     get_DLNest_output = get_dlnest_output  # DLNest's name
 
     def new_proj(self, target_dir: str, mnist: bool = False) -> str:
@@ -135,5 +132,5 @@ class Client:
 
 def connect(address: str | None = None, *, create: bool = True, home: str | None = None) -> Client:
     """A client of the center on the cluster at ``address``; ``create`` starts the center if needed."""
-    ensure_ray(address)
+    ensure_ray(address, home)
     return Client(get_or_create_center(home) if create else get_center())

@@ -16,7 +16,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
     from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
 from ..errors import DlnestError
-from . import foreground, project
+from . import cluster, foreground, project, queue
 
 app = typer.Typer(
     name="dlnest-ray",
@@ -32,6 +32,16 @@ app = typer.Typer(
 app.command("new")(project.new)
 app.command("train")(foreground.train)
 app.command("analyze")(foreground.analyze)
+app.command("up")(cluster.up)
+app.command("down")(cluster.down)
+app.command("run")(queue.run)
+app.command("continue")(queue.continue_)
+app.command("tasks")(queue.tasks)
+app.command("devices")(queue.devices)
+app.command("del")(queue.delete)
+app.command("config")(queue.config)
+app.command("log")(queue.log)
+app.command("watch")(queue.watch)
 
 
 def error_line(message: str) -> None:

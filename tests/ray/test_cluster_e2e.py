@@ -194,3 +194,20 @@ def test_del_of_a_ddp_run_in_the_middle_of_a_checkpoint_save(client: Any, tmp_pa
     state = pkg.state_dict()  # the latest valid checkpoint loads (verified size and sha256)
     assert state["life_cycle"]["ballast"].numel() == 300 * 2**18
     assert pkg.latest_valid_id() == max(pkg.checkpoint_ids())
+
+
+def test_continue_through_the_queue_resumes_at_the_next_epoch(client: Any, tmp_path: Path) -> None:
+    cfg = write_project(tmp_path / "p", epochs=2)
+    first = client.run_train(str(cfg), memory_mb=4000)
+    package = wait_done(client, [first])[first]["package"]
+    assert SavePackage.open(package).state_dict()["finished_epoch"] == 1
+    again = client.continue_train(package, memory_mb=4000, description="one more epoch")
+    with pytest.raises(DlnestError, match="unfinished task"):
+        client.continue_train(package, memory_mb=4000)  # one task per package at a time
+    done = wait_done(client, [again])[again]
+    assert done["status"] == "SUCCEEDED", done["error"]
+    pkg = SavePackage.open(package)
+    assert pkg.state_dict()["finished_epoch"] == 2  # resumed at finished_epoch + 1
+    kinds = [(s["kind"], s["task_id"]) for s in pkg.meta["segments"]]
+    assert kinds == [("train", first), ("resume", again)]
+    assert "resuming from checkpoint" in (Path(package) / "_output.txt").read_text()

@@ -1,0 +1,149 @@
+"""Finding the Ray cluster: the one path used by the CLI and by ``dlnest_ray.connect()``.
+
+``--address``, else ``RAY_ADDRESS``, else the head ``dlnest-ray up`` started (``<home>/head.json``),
+else the cluster the last ``ray start`` on this machine recorded. The GCS port is probed before
+``ray.init`` (which keeps retrying a dead address for minutes), so "no cluster" is one quick line.
+Import-light: Ray is imported inside functions only (the CLI imports this module at start-up).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import DlnestError
+
+__all__ = [
+    "HEAD_FILE",
+    "STARTED_BY",
+    "auth_env",
+    "init_ray",
+    "reachable",
+    "read_head",
+    "recorded_address",
+    "resolve_address",
+    "state_home",
+]
+
+HEAD_FILE = "head.json"
+STARTED_BY = "dlnest-ray"
+PROBE_TIMEOUT_S = 3.0
+
+
+def resolve_address(address: str | None, home: Path | None = None) -> str | None:
+    """The cluster to use, as ``host:port`` (None: none known): ``--address``, else ``RAY_ADDRESS``, else
+    the head ``dlnest-ray up`` started (``<home>/head.json``), else the one ``ray start`` last recorded."""
+    addr = address or os.environ.get("RAY_ADDRESS") or None
+    if addr == "local":
+        raise DlnestError("--address local would start a throw-away cluster: run `dlnest-ray up` instead")
+    if addr == "auto":
+        addr = None
+    if addr is not None and addr.startswith("ray://"):
+        return addr  # Ray Client: passed through as given
+    if addr is None:
+        head = read_head(state_home(home))
+        addr = str(head["address"]) if head and head.get("address") else recorded_address()
+        if addr is None:
+            return None
+    host, _, port = addr.rpartition(":")
+    if not host or not port.isdigit():
+        raise DlnestError(f"--address {addr!r} is not HOST:PORT")
+    try:  # Ray's own spelling of the address (localhost becomes this node's IP, as the GCS sees it)
+        from ray._private.services import canonicalize_bootstrap_address
+
+        return str(canonicalize_bootstrap_address(addr))
+    except (ImportError, AttributeError, ValueError):
+        return addr
+
+
+def ray_address_file() -> Path | None:
+    """Where `ray start` records the last cluster it started (``$RAY_TMPDIR/ray/ray_current_cluster``)."""
+    try:
+        from ray._common.utils import get_ray_address_file
+
+        return Path(get_ray_address_file(None))
+    except (ImportError, AttributeError):
+        return None
+
+
+def recorded_address() -> str | None:
+    """The cluster the last `ray start` on this machine recorded (what ``address="auto"`` prefers)."""
+    path = ray_address_file()
+    try:
+        text = path.read_text(encoding="utf-8").strip() if path is not None else ""
+    except OSError:
+        return None
+    return text or None
+
+
+def reachable(address: str) -> bool:
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def token_available() -> bool:
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return True
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
+    return Path(path).expanduser().is_file()
+
+
+def auth_env() -> None:
+    """Ray uses this machine's auth token only for ``address="auto"``; we pass explicit addresses, so
+    turn token mode on ourselves when a token exists (a cluster without auth accepts it). Must happen
+    before Ray reads its config (at import), or be followed by a refresh."""
+    if "RAY_AUTH_MODE" in os.environ or not token_available():
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    if "ray" in sys.modules:  # Ray read its config at import: refresh it, as Ray itself does
+        with contextlib.suppress(Exception):
+            import importlib
+
+            importlib.import_module("ray._raylet").Config.initialize("")
+
+
+def init_ray(address: str) -> Any:
+    """Connect this process to the cluster at ``address``; returns Ray's context (None if connected)."""
+    import ray
+
+    from .client import NAMESPACE
+
+    if ray.is_initialized():
+        return None
+    auth_env()
+    try:
+        return ray.init(
+            address=address, namespace=NAMESPACE, logging_level=logging.ERROR, log_to_driver=False
+        )
+    except ConnectionError as e:
+        raise DlnestError(f"cannot connect to the Ray cluster at {address} ({e})") from None
+
+
+def state_home(home: Path | None) -> Path:
+    """The center's state folder: ``home``, else ``$DLNEST_RAY_HOME``, else ``~/.dlnest_ray``."""
+    from .store import default_home
+
+    return (home.expanduser().resolve() if home else default_home()).resolve()
+
+
+def read_head(home: Path) -> dict[str, Any] | None:
+    """The head ``dlnest-ray up`` started, as recorded in ``<home>/head.json`` (None: none)."""
+    path = home / HEAD_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise DlnestError(f"{path} is unreadable ({e}); remove it if no dlnest-ray head is running") from e
+    return data if isinstance(data, dict) and data.get("started_by") == STARTED_BY else None

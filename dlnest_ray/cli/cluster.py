@@ -1,0 +1,374 @@
+"""``up`` and ``down``, and how every cluster command reaches the Ray cluster and the center.
+
+Finding the cluster: ``--address``, else ``RAY_ADDRESS``, else the head ``up`` started (``head.json``),
+else the cluster the last ``ray start`` on this machine recorded (what ``ray.init(address="auto")``
+reads first). Its GCS port is probed before ``ray.init`` (which keeps retrying a dead address for
+minutes), so "no cluster" is one quick line.
+
+``up`` starts a local head (``ray start --head``, in its own session) when no cluster answers, and
+records that in ``<home>/head.json``; ``down`` stops only that head's processes (the ones in its
+session), never another Ray cluster on the machine — ``ray stop`` would stop them all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from ..actors.address import HEAD_FILE, STARTED_BY, resolve_address
+from ..actors.address import auth_env as _auth_env
+from ..actors.address import init_ray as _init_ray
+from ..actors.address import ray_address_file as _ray_address_file
+from ..actors.address import reachable as _reachable
+from ..actors.address import read_head as _read_head
+from ..actors.address import recorded_address as _recorded_address
+from ..actors.address import state_home as _home
+from ..errors import DlnestError
+
+if TYPE_CHECKING:
+    from ..actors.client import Client
+
+__all__ = ["AddressOpt", "HomeOpt", "connect_client", "down", "resolve_address", "up"]
+
+DEFAULT_GCS_PORT = 6379
+DEFAULT_DASHBOARD_PORT = 8265
+DOWN_WAIT_S = 60.0
+STOP_GRACE_S = 10.0
+
+AddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--address",
+        metavar="HOST:PORT",
+        help="The Ray cluster (default: $RAY_ADDRESS, else the head `up` started, else the last ray start).",
+    ),
+]
+HomeOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--home",
+        metavar="DIR",
+        help="The center's state folder (default: $DLNEST_RAY_HOME, else ~/.dlnest_ray).",
+    ),
+]
+
+
+# ---------------------------------------------------------------------------------------------- connect
+def _no_cluster() -> DlnestError:
+    from ..actors.client import NO_CLUSTER
+
+    return DlnestError(NO_CLUSTER)
+
+
+def connect_client(address: str | None, *, create: bool, home: Path | None = None) -> Client:
+    """The center's client on the cluster; one line "no Ray cluster: ..." when none answers."""
+    from ..actors import client
+
+    return client.connect(address, create=create, home=str(home) if home else None)
+
+
+def _center_exists() -> bool:
+    import ray
+
+    from ..actors.client import CENTER_NAME, NAMESPACE
+
+    try:
+        ray.get_actor(CENTER_NAME, namespace=NAMESPACE)
+        return True
+    except ValueError:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------- head.json
+def _gpu_count_default() -> int | None:
+    from ..devices import FAKE_GPUS_ENV, parse_fake_gpus
+
+    fake = os.environ.get(FAKE_GPUS_ENV)
+    return parse_fake_gpus(fake)[0] if fake else None
+
+
+def _start_head(home: Path, num_gpus: int | None, port: int, dashboard_port: int) -> dict[str, Any]:
+    """``ray start --head`` in a new session; returns what head.json records."""
+    from ..atomic import atomic_write_json
+
+    home.mkdir(parents=True, exist_ok=True)
+    gpus = num_gpus if num_gpus is not None else _gpu_count_default()
+    cmd = [
+        sys.executable,
+        "-m",
+        "ray.scripts.scripts",
+        "start",
+        "--head",
+        "--port",
+        str(port),
+        "--node-ip-address",
+        "127.0.0.1",
+        "--dashboard-host",
+        "127.0.0.1",
+        "--dashboard-port",
+        str(dashboard_port),
+        "--num-cpus",
+        str(os.cpu_count() or 1),
+    ]
+    if gpus is not None:
+        cmd += ["--num-gpus", str(gpus)]
+    log_path = home / "ray_start.log"
+    with open(log_path, "w", encoding="utf-8") as log:
+        # Own session: every process of this head (workers included) carries its id, so `down` can stop
+        # exactly these. Output to a file: the daemons inherit it, a pipe would never close.
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+        try:
+            code = proc.wait(timeout=180)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = -1
+    if code != 0:
+        lines = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
+        last = lines[-1].strip() if lines else "no output"
+        _stop_session(proc.pid)
+        raise DlnestError(f"`ray start --head` failed ({last[-300:]}); the whole output is in {log_path}")
+    address = _recorded_address()
+    if address is None:
+        raise DlnestError(f"`ray start --head` recorded no cluster address; see {log_path}")
+    info = {
+        "started_by": STARTED_BY,
+        "address": address,
+        "session_id": proc.pid,
+        "dashboard_port": dashboard_port,
+        "num_gpus": gpus,
+        "started_at": time.time(),
+    }
+    atomic_write_json(home / HEAD_FILE, info)
+    return info
+
+
+def _session_procs(sid: int) -> list[Any]:
+    import importlib
+
+    import ray  # noqa: F401 - puts Ray's bundled psutil on sys.path
+
+    psutil: Any = importlib.import_module("psutil")
+    found = []
+    for p in psutil.process_iter(["name", "cmdline"]):
+        with contextlib.suppress(psutil.Error, OSError):
+            if p.pid == os.getpid() or os.getsid(p.pid) != sid:
+                continue
+            # only Ray's processes: a stale head.json must never take an unrelated session with it
+            if "ray" in str(p.info.get("name") or "") or "ray" in " ".join(p.info.get("cmdline") or []):
+                found.append(p)
+    return found
+
+
+def _stop_session(sid: int) -> int:
+    """Stop the processes of the head started in session ``sid``: the raylet (its workers end with it),
+    then the rest, then the GCS; SIGTERM, then SIGKILL after a grace period. Returns how many there were."""
+    import importlib
+
+    if sid <= 1:
+        return 0
+    psutil: Any = importlib.import_module("psutil")
+    total = len(_session_procs(sid))
+
+    def name(p: Any) -> str:
+        return str(p.info.get("name") or "")
+
+    for wanted in (
+        lambda n: n == "raylet",
+        lambda n: n not in ("raylet", "gcs_server"),
+        lambda n: True,
+    ):
+        group = [p for p in _session_procs(sid) if wanted(name(p))]
+        for p in group:
+            with contextlib.suppress(psutil.Error):
+                p.terminate()
+        _, alive = psutil.wait_procs(group, timeout=STOP_GRACE_S)
+        for p in alive:
+            with contextlib.suppress(psutil.Error):
+                p.send_signal(signal.SIGKILL)
+        psutil.wait_procs(alive, timeout=3)
+    return total
+
+
+def _forget_address(address: str) -> None:
+    """Remove Ray's record of the last started cluster if it is the one just stopped (as `ray stop`)."""
+    path = _ray_address_file()
+    if path is not None and _recorded_address() == address:
+        path.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------- up
+def _print_info(dashboard: str | None, client: Client, home: Path) -> None:
+    from .tables import console, devices_table
+
+    out = console()
+    if dashboard:
+        url = dashboard if "://" in dashboard else f"http://{dashboard}"
+        out.print(f"dashboard: {url}")
+    out.print(f"center state: {home}")
+    devices = client.get_devices_info()
+    if devices:
+        out.print(devices_table(devices))
+    else:
+        out.print("no GPUs in the cluster: only --cpu runs can start")
+
+
+def up(
+    address: AddressOpt = None,
+    num_gpus: Annotated[
+        int | None,
+        typer.Option(
+            "--num-gpus",
+            metavar="N",
+            help="GPUs of a new local head (default: the count in $DLNEST_RAY_FAKE_GPUS, else detected).",
+        ),
+    ] = None,
+    home: HomeOpt = None,
+    port: Annotated[int, typer.Option("--port", help="GCS port of a new local head.")] = DEFAULT_GCS_PORT,
+    dashboard_port: Annotated[
+        int, typer.Option("--dashboard-port", help="Dashboard port of a new local head (0: any free one).")
+    ] = DEFAULT_DASHBOARD_PORT,
+) -> None:
+    """Start dlnest-ray: a local Ray head when no cluster answers, and the center.
+
+    With a cluster you started (--address, $RAY_ADDRESS, or `ray start` on this machine) only the center
+    is created, and `down` leaves the cluster running. Running `up` again only prints the status.
+    """
+    _auth_env()
+    state = _home(home)
+    if num_gpus is not None and num_gpus < 0:
+        raise DlnestError("--num-gpus must be 0 or more")
+    resolved = resolve_address(address, state)
+    head = _read_head(state)
+    started = None
+    if resolved is None or not _reachable(resolved):
+        if address or os.environ.get("RAY_ADDRESS"):
+            raise DlnestError(
+                f"nothing answers at {resolved or address}: start that cluster, or unset RAY_ADDRESS "
+                "and drop --address to let `dlnest-ray up` start a local one"
+            )
+        if head is not None:  # a head we started that no longer answers: clear what is left of it
+            _stop_session(int(head.get("session_id") or 0))
+            (state / HEAD_FILE).unlink(missing_ok=True)
+        started = _start_head(state, num_gpus, port, dashboard_port)
+        resolved = str(started["address"])
+    elif num_gpus is not None and (head is None or head.get("num_gpus") != num_gpus):
+        typer.echo(f"note: the Ray cluster at {resolved} is already running; --num-gpus is ignored", err=True)
+    ctx = _init_ray(resolved)
+    existed = _center_exists()
+    from ..actors import client as client_mod
+
+    client = client_mod.connect(resolved, create=True, home=str(state))
+    dashboard = getattr(ctx, "dashboard_url", None) if ctx is not None else None
+    if started is not None:
+        typer.echo(f"started a local Ray head at {resolved} (`dlnest-ray down` stops it)")
+    if existed:
+        typer.echo(f"dlnest-ray is already up (Ray cluster {resolved})")
+    else:
+        typer.echo(f"dlnest-ray is up (Ray cluster {resolved})")
+    _print_info(dashboard, client, state)
+
+
+# ---------------------------------------------------------------------------------------------- down
+def _cancel_running(client: Client, force: bool, limit_s: float) -> list[str]:
+    """Refuse (no --force), or cancel the running tasks and wait for their end; returns those left."""
+    running = [t["task_id"] for t in client.get_task_info() if t["status"] == "RUNNING"]
+    if not running:
+        return []
+    if not force:
+        raise DlnestError(
+            f"{len(running)} task(s) running ({', '.join(running)}): wait for them, delete them with "
+            "`dlnest-ray del ID`, or use `dlnest-ray down --force` to cancel them"
+        )
+    for task_id in running:
+        typer.echo(client.del_task(task_id))
+    deadline = time.monotonic() + limit_s
+    while True:
+        status = {t["task_id"]: t["status"] for t in client.get_task_info(include_finished=True)}
+        left = [t for t in running if status.get(t) == "RUNNING"]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.5)
+
+
+def _kill_center_and_monitors() -> None:
+    import ray
+
+    from ..actors.client import CENTER_NAME, NAMESPACE
+
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        if not isinstance(actor, dict) or actor.get("namespace") != NAMESPACE:
+            continue
+        name = str(actor.get("name"))
+        if name == CENTER_NAME or name.startswith("dlnest_ray_monitor_"):
+            with contextlib.suppress(ValueError):
+                ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+
+
+def down(
+    force: Annotated[
+        bool, typer.Option("--force", help="Cancel running tasks (and wait for them to end) first.")
+    ] = False,
+    address: AddressOpt = None,
+    home: HomeOpt = None,
+    wait: Annotated[
+        float, typer.Option("--wait", metavar="S", help="With --force: how long to wait for runs to end.")
+    ] = DOWN_WAIT_S,
+) -> None:
+    """Stop dlnest-ray: the center, and the local Ray head if `dlnest-ray up` started it.
+
+    Refuses while tasks run, unless --force (which cancels them and waits for their end). Pending tasks
+    stay queued in the center's state folder for the next `up`. Other Ray clusters are left alone.
+    """
+    _auth_env()
+    import ray
+
+    state = _home(home)
+    head = _read_head(state)
+    resolved = resolve_address(address, state)
+    reachable = resolved is not None and _reachable(resolved)
+    ours = head is not None and (resolved is None or head.get("address") == resolved)
+    did = False
+    if reachable:
+        assert resolved is not None
+        _init_ray(resolved)
+        if _center_exists():
+            from ..actors import client as client_mod
+
+            client = client_mod.connect(resolved, create=False)
+            left = _cancel_running(client, force, wait)
+            if left and not ours:
+                raise DlnestError(
+                    f"{', '.join(left)} did not end within {wait:g} s; run `dlnest-ray down --force` again"
+                )
+            if left:
+                typer.echo(f"{', '.join(left)} did not end within {wait:g} s; stopping the head ends them")
+            pending = [t["task_id"] for t in client.get_task_info() if t["status"] == "PENDING"]
+            _kill_center_and_monitors()
+            did = True
+            typer.echo(
+                "stopped the center" + (f" ({len(pending)} pending task(s) stay queued)" if pending else "")
+            )
+        ray.shutdown()
+    if head is not None and ours:
+        n = _stop_session(int(head.get("session_id") or 0))
+        if head.get("address"):
+            _forget_address(str(head["address"]))
+        with contextlib.suppress(FileNotFoundError):
+            (state / HEAD_FILE).unlink()
+        if n:
+            typer.echo(f"stopped the local Ray head at {head.get('address')}")
+        did = did or n > 0
+    elif reachable:
+        typer.echo(f"the Ray cluster at {resolved} was not started by dlnest-ray: left running")
+    if not did:
+        typer.echo("dlnest-ray is not running")

@@ -1,0 +1,342 @@
+"""Queue commands (DLNest's client operations): ``run``, ``continue``, ``tasks``, ``del``, ``devices``,
+``config``, ``log`` and ``watch``. Each reaches the center through :func:`.cluster.connect_client`."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..errors import DlnestError
+from .cluster import AddressOpt, connect_client
+from .tables import console, devices_table, print_json, settings_table, tasks_table
+
+__all__ = ["config", "continue_", "delete", "devices", "log", "run", "tasks", "watch"]
+
+POLL_S = 0.5
+TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
+MemoryOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--memory", "-m", metavar="MB", help="GPU memory the run needs in MB (default: 90% of a GPU)."
+    ),
+]
+MultiOpt = Annotated[
+    bool, typer.Option("--multi-gpu", help="One process on several GPUs when one GPU is not enough.")
+]
+DdpOpt = Annotated[bool, typer.Option("--ddp", help="DDP: one rank per GPU, GPUs of one node.")]
+GpusOpt = Annotated[
+    int | None, typer.Option("--gpus", metavar="K", help="With --ddp or --multi-gpu: exactly K GPUs.")
+]
+CpuOpt = Annotated[bool, typer.Option("--cpu", help="Run on CPUs only (never waits for a GPU).")]
+DescOpt = Annotated[str, typer.Option("--desc", "-d", help="Description recorded in the package.")]
+
+
+def _placement(cpu: bool, multi_gpu: bool, ddp: bool, gpus: int | None) -> str:
+    chosen = [name for name, on in (("--cpu", cpu), ("--multi-gpu", multi_gpu), ("--ddp", ddp)) if on]
+    if len(chosen) > 1:
+        raise DlnestError(f"{' and '.join(chosen)} exclude each other: choose one")
+    if gpus is not None and not (multi_gpu or ddp):
+        raise DlnestError("--gpus K needs --ddp or --multi-gpu")
+    return "cpu" if cpu else "multi" if multi_gpu else "ddp" if ddp else "gpu"
+
+
+def _find(client: Any, task_id: str) -> dict[str, Any]:
+    for t in client.get_task_info(include_finished=True):
+        if t["task_id"] == task_id:
+            return dict(t)
+    raise DlnestError(f"no task {task_id!r}; `dlnest-ray tasks --all` lists them")
+
+
+def _report_submitted(client: Any, task_id: str, as_json: bool) -> None:
+    task = _find(client, task_id)
+    if as_json:
+        print_json({"task_id": task_id, "package": task["package"], "status": task["status"]})
+        return
+    typer.echo(f"task: {task_id} ({task['status']})")
+    typer.echo(f"package: {task['package']}")
+    if task["status"] == "PENDING" and task.get("wait_reason"):
+        typer.echo(f"waiting: {task['wait_reason']}")
+
+
+# ---------------------------------------------------------------------------------------------- submit
+def run(
+    config: Annotated[Path, typer.Argument(metavar="CONFIG", help="The project's root_config.json.")],
+    freq: Annotated[Path | None, typer.Option("--freq", "-f", help="A tuning config merged last.")] = None,
+    memory: MemoryOpt = None,
+    desc: DescOpt = "",
+    no_save: Annotated[
+        bool, typer.Option("--no-save", help="Name the package NOSAVE_<time> (never deleted).")
+    ] = False,
+    name_by_desc: Annotated[
+        bool, typer.Option("--name-by-desc", help="Use --desc as the package folder name.")
+    ] = False,
+    multi_gpu: MultiOpt = False,
+    ddp: DdpOpt = False,
+    gpus: GpusOpt = None,
+    cpu: CpuOpt = False,
+    as_json: JsonOpt = False,
+    address: AddressOpt = None,
+) -> None:
+    """Queue a training run on the cluster; prints its task id and save package.
+
+    The package (code snapshot, args.json) is created now, so later edits to the project do not change
+    the run. The center starts it on a GPU where --memory fits (several runs may share a GPU).
+    """
+    placement = _placement(cpu, multi_gpu, ddp, gpus)
+    if name_by_desc and not desc:
+        raise DlnestError("--name-by-desc needs --desc NAME")
+    client = connect_client(address, create=True)
+    task_id = client.run_train(
+        config_path=str(config.expanduser().resolve()),
+        freq_path=str(freq.expanduser().resolve()) if freq else "",
+        memory_mb=memory,
+        description=desc,
+        no_save=no_save,
+        name_by_desc=name_by_desc,
+        placement=placement,
+        gpus=gpus,
+    )
+    _report_submitted(client, task_id, as_json)
+
+
+def continue_(
+    package: Annotated[Path, typer.Argument(metavar="PACKAGE", help="A save package folder.")],
+    ckpt: Annotated[
+        int, typer.Option("--ckpt", "-c", metavar="ID", help="Checkpoint id (-1: latest valid).")
+    ] = -1,
+    desc: DescOpt = "",
+    memory: MemoryOpt = None,
+    multi_gpu: MultiOpt = False,
+    ddp: DdpOpt = False,
+    gpus: GpusOpt = None,
+    cpu: CpuOpt = False,
+    as_json: JsonOpt = False,
+    address: AddressOpt = None,
+) -> None:
+    """Queue the continuation of a save package on the cluster.
+
+    It resumes at the next epoch from the latest valid checkpoint (or --ckpt ID), appending its output.
+    """
+    placement = _placement(cpu, multi_gpu, ddp, gpus)
+    client = connect_client(address, create=True)
+    task_id = client.continue_train(
+        str(package.expanduser().resolve()),
+        ckpt_id=ckpt,
+        description=desc,
+        memory_mb=memory,
+        placement=placement,
+        gpus=gpus,
+    )
+    _report_submitted(client, task_id, as_json)
+
+
+# ---------------------------------------------------------------------------------------------- queries
+def tasks(
+    all_: Annotated[bool, typer.Option("--all", "-a", help="Include finished tasks.")] = False,
+    as_json: JsonOpt = False,
+    address: AddressOpt = None,
+) -> None:
+    """List running and pending tasks (with why each waits); --all adds finished ones."""
+    client = connect_client(address, create=False)
+    rows = client.get_task_info(include_finished=all_)
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        typer.echo("no tasks" if all_ else "no running or pending tasks (`--all` shows finished ones)")
+        return
+    console().print(tasks_table(rows, title="Tasks" if all_ else "Running and pending tasks"))
+
+
+def devices(as_json: JsonOpt = False, address: AddressOpt = None) -> None:
+    """List the cluster's GPUs: total and free MB, MB reserved by dlnest-ray, tasks, enabled."""
+    client = connect_client(address, create=False)
+    rows = client.get_devices_info()
+    if as_json:
+        print_json(rows)
+    elif not rows:
+        typer.echo("no GPUs in the cluster: only --cpu runs can start")
+    else:
+        console().print(devices_table(rows))
+
+
+def delete(
+    task_ids: Annotated[list[str], typer.Argument(metavar="ID...", help="Task ids (see `tasks`).")],
+    address: AddressOpt = None,
+) -> None:
+    """Delete tasks: a pending one leaves the queue, a running one is stopped (ends CANCELLED)."""
+    client = connect_client(address, create=False)
+    for task_id in task_ids:
+        typer.echo(client.del_task(task_id))
+
+
+# ---------------------------------------------------------------------------------------------- settings
+def _get_settings(client: Any) -> dict[str, Any]:
+    return dict(client.get_settings())
+
+
+def _device_labels(values: list[str], known: list[dict[str, Any]]) -> list[str]:
+    """``node:gpuN`` labels from ``--devices`` values (comma-separated allowed; ``all``; ``gpuN`` or ``N``
+    alone when the cluster has one node)."""
+    labels = [f"{d['node']}:gpu{d['gpu']}" for d in known]
+    nodes = sorted({str(d["node"]) for d in known})
+    out: list[str] = []
+    for value in values:
+        for item in (v.strip() for v in value.split(",")):
+            if not item:
+                continue
+            if item == "all":
+                out += labels
+            elif ":" not in item and len(nodes) == 1:
+                out.append(f"{nodes[0]}:gpu{item.removeprefix('gpu')}")
+            else:
+                out.append(item)
+    return sorted(set(out))
+
+
+def config(
+    devices_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--devices",
+            metavar="NODE:gpuN",
+            help="Enable exactly these GPUs (repeat or comma-separate; `all`; gpuN alone on one node).",
+        ),
+    ] = None,
+    max_per_device: Annotated[
+        int | None, typer.Option("--max-per-device", metavar="N", help="Most tasks sharing one GPU.")
+    ] = None,
+    delay: Annotated[
+        float | None,
+        typer.Option("--delay", metavar="S", help="Seconds between scheduling passes (and launch cooldown)."),
+    ] = None,
+    as_json: JsonOpt = False,
+    address: AddressOpt = None,
+) -> None:
+    """Show the center's settings, or change them (enabled GPUs, tasks per GPU, delay)."""
+    client = connect_client(address, create=False)
+    changed = False
+    if devices_:
+        disabled = client.change_devices(_device_labels(devices_, client.get_devices_info()))
+        typer.echo(f"disabled devices: {', '.join(disabled) or 'none'}", err=as_json)
+        changed = True
+    if max_per_device is not None:
+        client.change_max_task_per_device(max_per_device)
+        typer.echo(f"max tasks per device: {max_per_device}", err=as_json)
+        changed = True
+    if delay is not None:
+        client.change_delay(delay)
+        typer.echo(f"scheduling delay: {delay:g} s", err=as_json)
+        changed = True
+    if as_json:
+        print_json(_get_settings(client))
+    elif not changed:
+        console().print(settings_table(_get_settings(client), client.get_devices_info()))
+
+
+def log(
+    clear: Annotated[bool, typer.Option("--clear", help="Empty the center's message buffer.")] = False,
+    follow: Annotated[bool, typer.Option("--follow", "-F", help="Keep printing new messages.")] = False,
+    address: AddressOpt = None,
+) -> None:
+    """Print the center's own messages (queued, launched, finished, errors)."""
+    client = connect_client(address, create=False)
+    if clear:
+        client.clear()
+        typer.echo("cleared the center's messages", err=follow)
+        if not follow:
+            return
+    offset = 0
+    try:
+        while True:
+            out = client.get_dlnest_output(offset)
+            if out.get("missed"):
+                typer.echo(f"[missed {out['missed']} lines]")
+            for line in out.get("lines", []):
+                typer.echo(line)
+            offset = int(out["end"])
+            if not follow:
+                return
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        return
+
+
+# ---------------------------------------------------------------------------------------------- watch
+def _output_path(package: Path, rank: int | None) -> Path | None:
+    if rank is not None:
+        return package / f"_output_{rank}.txt"
+    for name in ("_output.txt", "_output_0.txt"):  # one process, or rank 0 of a DDP run
+        if (package / name).exists():
+            return package / name
+    return None
+
+
+def _copy_new(path: Path | None, offset: int) -> int:
+    """Write the bytes of ``path`` after ``offset`` to stdout; returns the new offset."""
+    if path is None:
+        return offset
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except FileNotFoundError:
+        return offset
+    if data:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    return offset + len(data)
+
+
+def watch(
+    task_id: Annotated[str, typer.Argument(metavar="ID", help="A training task id (see `tasks`).")],
+    rank: Annotated[
+        int | None, typer.Option("--rank", "-r", metavar="R", help="DDP rank whose output to show.")
+    ] = None,
+    address: AddressOpt = None,
+) -> int:
+    """Print a run's output and follow it until the run ends.
+
+    Exit code 0 when it succeeded, 1 when it failed or was cancelled. Ctrl-C stops watching, not the run.
+    """
+    if rank is not None and rank < 0:
+        raise DlnestError("--rank must be 0 or more")
+    client = connect_client(address, create=False)
+    task = _find(client, task_id)
+    package = Path(task["package"])
+    offset = 0
+    path: Path | None = None
+    try:
+        while True:
+            status = str(task["status"])
+            path = path or _output_path(package, rank)
+            offset = _copy_new(path, offset)
+            if status in TERMINAL:
+                break
+            time.sleep(POLL_S)
+            task = _find(client, task_id)
+    except KeyboardInterrupt:
+        typer.echo(f"\nstopped watching; {task_id} goes on (`dlnest-ray del {task_id}` stops it)", err=True)
+        return 130
+    if offset and not _ends_with_newline(path):
+        typer.echo("")
+    error = str(task.get("error") or "")
+    if status != "SUCCEEDED":
+        raise DlnestError(f"{task_id} {status}" + (f": {error}" if error else ""))
+    typer.echo(f"{task_id} {status}")
+    return 0
+
+
+def _ends_with_newline(path: Path | None) -> bool:
+    if path is None or not path.exists() or path.stat().st_size == 0:
+        return True
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"

@@ -1,0 +1,271 @@
+"""The cluster commands end to end on one local head started by ``dlnest-ray up`` (fake GPUs).
+
+One head for the whole module (``up --num-gpus 2`` with ``DLNEST_RAY_FAKE_GPUS=2x16000``), in its own
+Ray temp dir (``RAY_TMPDIR``), so no other Ray cluster on the machine sees it or is touched by it. The
+tests run in file order and share the queue: runs T_0001/T_0002 wait at a gate file until the watch
+test opens it, so "both running on GPU 0" and "a third one waits" are deterministic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cli.helpers import Cli, single_error_line
+from tests.projects import write_project
+
+from .helpers import cli, free_port, gated_project, json_out, port_open, session_pids, wait_for
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+@dataclass
+class Cluster:
+    env: dict[str, str]
+    home: Path
+    base: Path
+    up: Cli
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self, *args: object, timeout: float = 120) -> Cli:
+        return cli(*args, env=self.env, timeout=timeout)
+
+    def tasks(self) -> dict[str, dict[str, Any]]:
+        return {t["task_id"]: t for t in json_out(self("tasks", "--all", "--json"))}
+
+    def head(self) -> dict[str, Any]:
+        return json.loads((self.home / "head.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    base = Path(tempfile.mkdtemp(prefix="dlr-", dir="/tmp"))  # short: Ray's socket paths live under it
+    home = base / "home"
+    env = {
+        "DLNEST_RAY_FAKE_GPUS": "2x16000",
+        "DLNEST_RAY_HOME": str(home),
+        "RAY_TMPDIR": str(base),
+        "DLNEST_RAY_CANCEL_GRACE_S": "3",
+    }
+    sid = 0
+    try:
+        up = cli(
+            "up",
+            "--num-gpus",
+            "2",
+            "--home",
+            home,
+            "--port",
+            free_port(),
+            "--dashboard-port",
+            "0",
+            env=env,
+            timeout=240,
+        )
+        assert up.returncode == 0, str(up)
+        c = Cluster(env=env, home=home, base=base, up=up)
+        sid = int(c.head()["session_id"])
+        yield c
+    finally:
+        if not sid and (home / "head.json").exists():
+            sid = int(json.loads((home / "head.json").read_text())["session_id"])
+        down = cli("down", "--force", env=env, timeout=180)
+        left = session_pids(sid) if sid else []
+        for pid in left:  # last resort, only this head's processes (never `ray stop`: it stops every cluster)
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(base, ignore_errors=True)
+        assert down.returncode == 0, str(down)
+        assert not left, f"processes of the head outlived `down --force`: {left}"
+
+
+def test_up_started_a_head_and_is_idempotent(cluster: Cluster) -> None:
+    first = cluster.up.stdout
+    assert "started a local Ray head at" in first
+    assert "dlnest-ray is up" in first
+    head = cluster.head()
+    assert head["started_by"] == "dlnest-ray" and head["num_gpus"] == 2
+    assert port_open(head["address"])
+    again = cluster("up", "--num-gpus", "2")
+    assert again.returncode == 0, str(again)
+    assert "dlnest-ray is already up" in again.stdout
+    assert "started a local Ray head" not in again.stdout
+    for out in (first, again.stdout):
+        assert "dashboard: http://127.0.0.1:" in out
+        assert ":gpu0" in out and ":gpu1" in out and "16000" in out
+    assert cluster.head() == head
+
+
+def test_devices_json(cluster: Cluster) -> None:
+    rows = json_out(cluster("devices", "--json"))
+    assert [(r["gpu"], r["total_mb"], r["free_mb"], r["reserved_mb"], r["enabled"]) for r in rows] == [
+        (0, 16000, 16000, 0, True),
+        (1, 16000, 16000, 0, True),
+    ]
+    assert len({r["node"] for r in rows}) == 1
+    cluster.state["node"] = rows[0]["node"]
+
+
+def test_config_shows_and_changes_settings(cluster: Cluster) -> None:
+    changed = json_out(cluster("config", "--max-per-device", "1", "--json"))
+    assert changed["max_tasks_per_device"] == 1 and changed["disabled"] == []
+    back = cluster("config", "--max-per-device", "10000")
+    assert back.returncode == 0 and back.stdout.strip() == "max tasks per device: 10000", str(back)
+    shown = cluster("config")
+    assert shown.returncode == 0, str(shown)
+    assert re.search(r"max tasks per device\W+10000\b", shown.stdout), shown.stdout
+    assert f"{cluster.state['node']}:gpu0 {cluster.state['node']}:gpu1" in shown.stdout
+
+
+def test_bad_requests_are_refused_at_submit_without_a_package(
+    cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    folder = tmp_path_factory.mktemp("bad")
+    config = write_project(folder / "proj", epochs=1)
+    root = json.loads(config.read_text())
+    root["model_file_path"] = "./Model/Missing.py"
+    config.write_text(json.dumps(root))
+    line = single_error_line(cluster("run", config, "--memory", "6000"))
+    assert "Missing.py" in line
+    good = write_project(folder / "good", epochs=1)
+    line = single_error_line(cluster("run", good, "--memory", "40000"))
+    assert "never run here" in line
+    assert not (folder / "proj" / "Saves").exists() and not (folder / "good" / "Saves").exists()
+    assert cluster.tasks() == {}
+
+
+def test_two_runs_share_gpu0(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> None:
+    folder = tmp_path_factory.mktemp("gated")
+    gate = folder / "gate"
+    config = gated_project(folder / "proj", gate)
+    a = json_out(cluster("run", config, "--memory", "6000", "--desc", "first", "--json"))
+    b = json_out(cluster("run", config, "-m", "6000", "--json"))
+    assert (a["task_id"], b["task_id"]) == ("T_0001", "T_0002")
+    assert Path(a["package"]).parent == folder / "proj" / "Saves" and Path(a["package"]).is_dir()
+    cluster.state.update(gate=gate, config=config, a=a, b=b)
+    tasks = cluster.tasks()
+    for t in (tasks["T_0001"], tasks["T_0002"]):
+        assert t["status"] == "RUNNING", t
+        assert (t["node"], t["gpus"], t["mb_per_gpu"]) == (cluster.state["node"], [0], 6000)
+    assert tasks["T_0001"]["description"] == "first"
+    gpu0 = json_out(cluster("devices", "--json"))[0]
+    assert gpu0["reserved_mb"] == 12000 and sorted(gpu0["tasks"]) == ["T_0001", "T_0002"]
+    table = cluster("tasks")
+    assert (
+        table.returncode == 0
+        and "RUNNING" in table.stdout
+        and f"{cluster.state['node']}:gpu0" in table.stdout
+    )
+
+
+def test_third_run_waits_with_a_reason_and_can_be_deleted(cluster: Cluster) -> None:
+    node = cluster.state["node"]
+    disabled = cluster("config", "--devices", f"{node}:gpu0")
+    assert disabled.returncode == 0 and f"{node}:gpu1" in disabled.stdout, str(disabled)
+    c = json_out(cluster("run", cluster.state["config"], "--memory", "6000", "--json"))
+    assert (c["task_id"], c["status"]) == ("T_0003", "PENDING")
+    pending = json_out(cluster("tasks", "--json"))
+    assert [t["task_id"] for t in pending] == ["T_0001", "T_0002", "T_0003"]
+    reason = pending[2]["wait_reason"]
+    assert reason, pending[2]
+    deleted = cluster("del", "T_0003")
+    assert deleted.returncode == 0 and "removed from the queue" in deleted.stdout, str(deleted)
+    watched = cluster("watch", "T_0003")  # exit 1 with one line: it ended CANCELLED
+    assert single_error_line(watched) == "error: T_0003 CANCELLED: deleted while pending"
+    enabled = json_out(cluster("config", "--devices", "all", "--json"))
+    assert enabled["disabled"] == []
+
+
+def test_watch_follows_a_run_to_its_end(cluster: Cluster) -> None:
+    out_path = cluster.base / "watch.out"
+    full = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | cluster.env
+    with open(out_path, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dlnest_ray", "watch", "T_0001"],
+            env=full,
+            stdout=out,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            wait_for(
+                lambda: b"waiting at the gate" in out_path.read_bytes(),
+                timeout=60,
+                what="the run's first line",
+            )
+            time.sleep(1.0)
+            assert proc.poll() is None  # still following: the run waits at the gate
+            cluster.state["gate"].touch()
+            _, err = proc.communicate(timeout=90)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    text = out_path.read_text()
+    assert proc.returncode == 0, text + err.decode()
+    assert text.index("waiting at the gate") < text.index("Epoch #0 finished")  # printed while following
+    assert text.rstrip().splitlines()[-1] == "T_0001 SUCCEEDED"
+    package_output = Path(cluster.state["a"]["package"]) / "_output.txt"
+    assert package_output.read_text() in text
+    tasks = wait_for(
+        lambda: (t := cluster.tasks()) and t["T_0002"]["status"] == "SUCCEEDED" and t,
+        timeout=60,
+        what="T_0002 to succeed",
+    )
+    assert tasks["T_0001"]["status"] == "SUCCEEDED"
+    assert "SUCCEEDED" in cluster("tasks", "--all").stdout
+    assert json_out(cluster("tasks", "--json")) == []
+
+
+def test_continue_resumes_a_package(cluster: Cluster) -> None:
+    package = cluster.state["a"]["package"]
+    d = json_out(cluster("continue", package, "--memory", "6000", "--desc", "more", "--json"))
+    assert d["task_id"] == "T_0004" and d["package"] == package
+    watched = cluster("watch", "T_0004", timeout=120)
+    assert watched.returncode == 0, str(watched)
+    assert watched.stdout.rstrip().splitlines()[-1] == "T_0004 SUCCEEDED"
+    assert cluster.tasks()["T_0004"]["resume"] is True
+
+
+def test_log_shows_and_clears_the_center_messages(cluster: Cluster) -> None:
+    shown = cluster("log")
+    assert shown.returncode == 0, str(shown)
+    for text in ("T_0001 queued", "T_0001 launched on", "T_0003 deleted while pending", "T_0001 SUCCEEDED"):
+        assert text in shown.stdout, text
+    assert "cleared" in cluster("log", "--clear").stdout
+    assert "T_0001 queued" not in cluster("log").stdout
+
+
+def test_down_refuses_while_a_run_runs_and_force_cancels_it(cluster: Cluster) -> None:
+    config = gated_project(cluster.base / "never", cluster.base / "never-opened")
+    e = json_out(cluster("run", config, "--memory", "6000", "--json"))
+    assert (e["task_id"], e["status"]) == ("T_0005", "RUNNING")
+    refused = cluster("down")
+    line = single_error_line(refused)
+    assert "T_0005" in line and "--force" in line
+    head = cluster.head()
+    forced = cluster("down", "--force", timeout=180)
+    assert forced.returncode == 0, str(forced)
+    assert "T_0005 is being stopped" in forced.stdout
+    assert "stopped the center" in forced.stdout and "stopped the local Ray head" in forced.stdout
+    assert not (cluster.home / "head.json").exists()
+    assert not port_open(head["address"])
+    assert session_pids(int(head["session_id"])) == []
+    state = json.loads((cluster.home / "center.json").read_text())
+    final = {t["task_id"]: t["status"] for t in state["tasks"]}
+    assert final["T_0005"] == "CANCELLED"
+    assert single_error_line(cluster("tasks")).startswith("error: no Ray cluster")
+    assert cluster("down").stdout.strip() == "dlnest-ray is not running"
