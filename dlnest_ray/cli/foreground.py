@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from ..errors import AnalysisError, DlnestError
+from .options import DescOpt, FreqOpt, NameByDescOpt, NoSaveOpt
 
 __all__ = ["analyze", "parse_gpus", "train"]
 
@@ -30,14 +31,10 @@ def train(
         Path | None,
         typer.Argument(metavar="CONFIG", help="The project's root_config.json (omit with --resume)."),
     ] = None,
-    freq: Annotated[Path | None, typer.Option("--freq", "-f", help="A tuning config merged last.")] = None,
-    desc: Annotated[str, typer.Option("--desc", "-d", help="Description recorded in the package.")] = "",
-    no_save: Annotated[
-        bool, typer.Option("--no-save", help="Name the package NOSAVE_<time> (never deleted).")
-    ] = False,
-    name_by_desc: Annotated[
-        bool, typer.Option("--name-by-desc", help="Use --desc as the package folder name.")
-    ] = False,
+    freq: FreqOpt = None,
+    desc: DescOpt = "",
+    no_save: NoSaveOpt = False,
+    name_by_desc: NameByDescOpt = False,
     cpu: Annotated[bool, typer.Option("--cpu", help="Train on the CPU even when a GPU is present.")] = False,
     gpu: Annotated[
         str | None, typer.Option("--gpu", metavar="INDEX", help="GPU index, or several: 0,1.")

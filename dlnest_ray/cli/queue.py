@@ -13,6 +13,7 @@ import typer
 
 from ..errors import DlnestError
 from .cluster import AddressOpt, connect_client
+from .options import DescOpt, FreqOpt, NameByDescOpt, NoSaveOpt
 from .tables import console, devices_table, print_json, settings_table, tasks_table
 
 __all__ = ["config", "continue_", "delete", "devices", "log", "run", "tasks", "watch"]
@@ -35,7 +36,6 @@ GpusOpt = Annotated[
     int | None, typer.Option("--gpus", metavar="K", help="With --ddp or --multi-gpu: exactly K GPUs.")
 ]
 CpuOpt = Annotated[bool, typer.Option("--cpu", help="Run on CPUs only (never waits for a GPU).")]
-DescOpt = Annotated[str, typer.Option("--desc", "-d", help="Description recorded in the package.")]
 
 
 def _placement(cpu: bool, multi_gpu: bool, ddp: bool, gpus: int | None) -> str:
@@ -68,15 +68,11 @@ def _report_submitted(client: Any, task_id: str, as_json: bool) -> None:
 # ---------------------------------------------------------------------------------------------- submit
 def run(
     config: Annotated[Path, typer.Argument(metavar="CONFIG", help="The project's root_config.json.")],
-    freq: Annotated[Path | None, typer.Option("--freq", "-f", help="A tuning config merged last.")] = None,
+    freq: FreqOpt = None,
     memory: MemoryOpt = None,
     desc: DescOpt = "",
-    no_save: Annotated[
-        bool, typer.Option("--no-save", help="Name the package NOSAVE_<time> (never deleted).")
-    ] = False,
-    name_by_desc: Annotated[
-        bool, typer.Option("--name-by-desc", help="Use --desc as the package folder name.")
-    ] = False,
+    no_save: NoSaveOpt = False,
+    name_by_desc: NameByDescOpt = False,
     multi_gpu: MultiOpt = False,
     ddp: DdpOpt = False,
     gpus: GpusOpt = None,
