@@ -75,6 +75,7 @@ class TaskRecord:
     gpu_total_mb: int = 0  # memory of the chosen GPUs: a placement-group bundle asks mb/total of a GPU
     wait_reason: str = ""
     cancel_requested: bool = False  # `del` of a running task: its end is recorded as CANCELLED
+    phase: str = ""  # a RUNNING task's supervisor: starting, waiting for resources, running, stopping
     error: str = ""
     output_tail: tuple[str, ...] = field(default_factory=tuple)
 

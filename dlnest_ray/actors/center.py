@@ -172,6 +172,13 @@ class Center:
             self.log.write(f"{task_id} {final}" + (f": {error}" if error else ""))
             self.schedule()
 
+    def task_phase(self, task_id: str, phase: str) -> None:
+        """A running task's supervisor says where it is (e.g. waiting for Ray to free resources)."""
+        with self._lock:
+            record = self.store.tasks.get(task_id)
+            if record is not None and record.status is TaskStatus.RUNNING and record.phase != phase:
+                self._set(replace(record, phase=phase))
+
     # ------------------------------------------------------------------------------------------ schedule
     def _settings(self) -> Settings:
         s = self.store.settings
@@ -244,6 +251,7 @@ class Center:
                     gpus=d.gpus,
                     mb_per_gpu=d.mb_per_gpu,
                     gpu_total_mb=min(totals, default=0),
+                    phase="starting",
                 )
                 self._set(running)
                 try:

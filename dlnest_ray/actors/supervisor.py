@@ -78,6 +78,16 @@ class RunSupervisor:
     def state(self) -> str:
         return self._state
 
+    def _set_state(self, state: str) -> None:
+        """Remember the phase and tell the center, without waiting (it may be restarting)."""
+        self._state = state
+        with contextlib.suppress(Exception):
+            import ray
+
+            from .client import CENTER_NAME, NAMESPACE
+
+            ray.get_actor(CENTER_NAME, namespace=NAMESPACE).task_phase.remote(self.record.task_id, state)
+
     # ---------------------------------------------------------------------------------------- main
     def _main(self) -> None:
         """Supervise the run to its end, report it, and remove this actor."""
@@ -126,7 +136,7 @@ class RunSupervisor:
         selector = [{"ray.io/node-id": full_node_id(rec.node)}] * len(bundles) if rec.node else None
         name = f"{rec.task_id} {rec.name}".strip()
         pg = placement_group(bundles, strategy="STRICT_PACK", name=name, bundle_label_selector=selector)
-        self._state = "waiting for resources"
+        self._set_state("waiting for resources")
         while True:  # Ray frees a removed group's resources a little after removal: wait, cancellable
             if self._cancel.is_set():
                 self._remove(pg)
@@ -192,7 +202,7 @@ class RunSupervisor:
                     description=rec.description,
                 )
             )
-        self._state = "running"
+        self._set_state("running")
         try:
             return self._wait(refs)
         finally:
@@ -232,7 +242,7 @@ class RunSupervisor:
         import ray
 
         rec = self.record
-        self._state = "stopping"
+        self._set_state("stopping")
         marker = stop_file(rec.package, rec.task_id)
         marker.parent.mkdir(exist_ok=True)
         marker.touch()

@@ -85,6 +85,14 @@ def _ran(task: Mapping[str, Any], now: float) -> str:
     return duration((task.get("ended_at") or now) - started)
 
 
+def _phase_note(task: Mapping[str, Any]) -> str:
+    """A running task that is not running yet (or any more) says so: its supervisor's phase."""
+    phase = task.get("phase") or ""
+    if task.get("cancelling"):
+        return " (stopping)"
+    return f" ({phase})" if task.get("status") == "RUNNING" and phase and phase != "running" else ""
+
+
 def tasks_table(tasks: Sequence[Mapping[str, Any]], *, title: str) -> Any:
     from rich.table import Table
 
@@ -109,7 +117,7 @@ def tasks_table(tasks: Sequence[Mapping[str, Any]], *, title: str) -> Any:
         mb_text = str(mb) if mb else (f"({requested})" if requested and t.get("placement") != "cpu" else "-")
         table.add_row(
             str(t["task_id"]),
-            f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]",
+            f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]" + _phase_note(t),
             task_devices(t),
             mb_text,
             Path(str(t.get("package", ""))).name,

@@ -284,3 +284,17 @@ def test_starving_task_holds_a_gpu(center: Center, launcher: FakeLauncher, clock
     center.task_finished(late, "SUCCEEDED")
     assert status(center, big) == "RUNNING"
     assert big in [x[0] for x in launched(launcher)]
+
+
+def test_supervisor_phases_show_on_running_tasks_only(center: Center, project: Path) -> None:
+    a = center.run_train(str(project), memory_mb=12000)
+    b = center.run_train(str(project), memory_mb=12000)
+    c = center.run_train(str(project), memory_mb=12000)  # waits: both GPUs are taken
+    assert info(center, a)["phase"] == "starting"  # launched, its supervisor not heard from yet
+    center.task_phase(a, "waiting for resources")
+    assert info(center, a)["phase"] == "waiting for resources"
+    center.task_phase(c, "running")  # a pending task has no supervisor: ignored
+    assert info(center, c)["phase"] == "" and status(center, c) == "PENDING"
+    center.task_finished(b, "SUCCEEDED")
+    center.task_phase(b, "running")  # a late report after the end changes nothing
+    assert info(center, b)["phase"] == "starting" and status(center, b) == "SUCCEEDED"
