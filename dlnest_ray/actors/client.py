@@ -17,10 +17,12 @@ __all__ = [
     "CENTER_NAME",
     "NAMESPACE",
     "Client",
+    "center_exists",
     "connect",
     "ensure_ray",
     "get_center",
     "get_or_create_center",
+    "remove_center",
 ]
 
 CENTER_NAME = "dlnest_ray_center"
@@ -78,6 +80,29 @@ def get_center() -> Any:
         return ray.get_actor(CENTER_NAME, namespace=NAMESPACE)
     except ValueError:
         raise DlnestError("the dlnest-ray center is not running: run `dlnest-ray up`") from None
+
+
+def center_exists() -> bool:
+    try:
+        get_center()
+        return True
+    except DlnestError:
+        return False
+
+
+def remove_center() -> None:
+    """Kill the center and the device monitors (detached: they would outlive any driver)."""
+    import contextlib
+
+    import ray
+
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        if not isinstance(actor, dict) or actor.get("namespace") != NAMESPACE:
+            continue
+        name = str(actor.get("name"))
+        if name == CENTER_NAME or name.startswith("dlnest_ray_monitor_"):
+            with contextlib.suppress(ValueError):
+                ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
 
 
 def call(method: Any, *args: Any, **kwargs: Any) -> Any:

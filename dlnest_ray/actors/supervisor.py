@@ -82,11 +82,9 @@ class RunSupervisor:
         """Remember the phase and tell the center, without waiting (it may be restarting)."""
         self._state = state
         with contextlib.suppress(Exception):
-            import ray
+            from .client import get_center
 
-            from .client import CENTER_NAME, NAMESPACE
-
-            ray.get_actor(CENTER_NAME, namespace=NAMESPACE).task_phase.remote(self.record.task_id, state)
+            get_center().task_phase.remote(self.record.task_id, state)
 
     # ---------------------------------------------------------------------------------------- main
     def _main(self) -> None:
@@ -293,12 +291,12 @@ class RunSupervisor:
         """Tell the center; retry while it restarts (it re-attaches to this supervisor by name)."""
         import ray
 
-        from .client import CENTER_NAME, NAMESPACE
+        from .client import get_center
 
         deadline = time.monotonic() + REPORT_PATIENCE_S
         while time.monotonic() < deadline:
             try:
-                center = ray.get_actor(CENTER_NAME, namespace=NAMESPACE)
+                center = get_center()
                 ref: Any = center.task_finished.remote(self.record.task_id, status.value, error, tail)
                 ray.get(ref, timeout=30)
                 return

@@ -76,15 +76,9 @@ def connect_client(address: str | None, *, create: bool, home: Path | None = Non
 
 
 def _center_exists() -> bool:
-    import ray
+    from ..actors.client import center_exists
 
-    from ..actors.client import CENTER_NAME, NAMESPACE
-
-    try:
-        ray.get_actor(CENTER_NAME, namespace=NAMESPACE)
-        return True
-    except ValueError:
-        return False
+    return center_exists()
 
 
 # ---------------------------------------------------------------------------------------------- head.json
@@ -301,17 +295,9 @@ def _cancel_running(client: Client, force: bool, limit_s: float) -> list[str]:
 
 
 def _kill_center_and_monitors() -> None:
-    import ray
+    from ..actors.client import remove_center
 
-    from ..actors.client import CENTER_NAME, NAMESPACE
-
-    for actor in ray.util.list_named_actors(all_namespaces=True):
-        if not isinstance(actor, dict) or actor.get("namespace") != NAMESPACE:
-            continue
-        name = str(actor.get("name"))
-        if name == CENTER_NAME or name.startswith("dlnest_ray_monitor_"):
-            with contextlib.suppress(ValueError):
-                ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+    remove_center()
 
 
 def down(

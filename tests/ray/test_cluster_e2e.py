@@ -211,3 +211,16 @@ def test_continue_through_the_queue_resumes_at_the_next_epoch(client: Any, tmp_p
     kinds = [(s["kind"], s["task_id"]) for s in pkg.meta["segments"]]
     assert kinds == [("train", first), ("resume", again)]
     assert "resuming from checkpoint" in (Path(package) / "_output.txt").read_text()
+
+
+def test_a_failing_cpu_run_reports_its_error_and_output_tail(client: Any, tmp_path: Path) -> None:
+    cfg = write_project(tmp_path / "p", epochs=3, fail_at_epoch=1)
+    tid = client.run_train(str(cfg), placement="cpu")
+    assert tasks(client)[tid]["gpus"] == [] and tasks(client)[tid]["node"] is None  # CPU: Ray picks a node
+    done = wait_done(client, [tid])[tid]
+    assert done["status"] == "FAILED"
+    assert "injected failure at epoch 1" in done["error"]
+    assert any("injected failure at epoch 1" in line for line in done["output_tail"])  # the traceback's end
+    pkg = SavePackage.open(done["package"])
+    assert pkg.meta["segments"][-1]["status"] == "failed"
+    assert pkg.state_dict()["finished_epoch"] == 0  # the epoch before the failure was saved and loads
