@@ -18,7 +18,6 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from ..config import load_config, resolve_layout
 from ..errors import DlnestError, PackageError
 from ..savepack.package import SavePackage
 from ..scheduling.policy import decide, infeasible
@@ -61,16 +60,15 @@ class Center:
         """Queue a new training run; returns its task id. The package is created now."""
         with self._lock:
             spec_kw = self._spec_kw(placement, memory_mb, gpus)
-            loaded = load_config(config_path, freq_path or None)
-            resolve_layout(loaded.args, loaded.root_config.parent, source=str(loaded.root_config))
-            self._refuse_infeasible(spec_kw)
             if name_by_desc and not description:
                 raise DlnestError("--name-by-desc needs --desc NAME")
-            pkg = SavePackage(config_path, freq_path)
+            pkg = SavePackage(config_path, freq_path)  # parses and merges: errors name the file
+            self._refuse_infeasible(spec_kw)
+            # validates keys and code files before the folder exists, then snapshots the code
             path = pkg.save_to_new_dir(
                 description if name_by_desc else "", no_save=no_save, description=description
             )
-            name = Path(loaded.root_config).parent.name
+            name = Path(config_path).expanduser().resolve().parent.name
             return self._enqueue(
                 path, name=name, description=description, resume=False, ckpt_id=-1, **spec_kw
             )
