@@ -46,7 +46,24 @@ def imported_modules(importtime_stderr: str) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["analyze", "--help"], ["new", "--help"]])
+ALL_COMMANDS = [
+    "new",
+    "train",
+    "analyze",
+    "up",
+    "down",
+    "run",
+    "continue",
+    "tasks",
+    "devices",
+    "del",
+    "config",
+    "log",
+    "watch",
+]
+
+
+@pytest.mark.parametrize("args", [["--help"]] + [[c, "--help"] for c in ALL_COMMANDS])
 def test_help_imports_no_heavy_module(args):
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "dlnest_ray", *args],

@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.cli.helpers import single_error_line
-from tests.cli.test_cli_basics import HEAVY, imported_modules
 
 from .helpers import cli
 
 COMMANDS = ["up", "down", "run", "continue", "tasks", "devices", "del", "config", "log", "watch"]
 NOWHERE = "127.0.0.1:1"  # nothing listens on port 1
-
-
-@pytest.mark.parametrize("command", COMMANDS)
-def test_help_imports_no_heavy_module(command: str) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "dlnest_ray", command, "--help"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Usage" in proc.stdout
-    modules = imported_modules(proc.stderr)
-    assert "dlnest_ray" in modules
-    assert not modules & HEAVY, sorted(modules & HEAVY)
 
 
 def test_main_help_lists_the_cluster_commands() -> None:
