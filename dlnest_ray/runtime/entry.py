@@ -44,9 +44,10 @@ def run_rank(
     torch.set_num_threads(max(1, threads))
     with contextlib.suppress(OSError):
         os.setpgrp()
-    marker = pid_file(package, task_id, rank)
-    marker.parent.mkdir(exist_ok=True)
-    marker.write_text(str(os.getpgrp()))
+    if os.getpgrp() == os.getpid():  # record the group only if it is ours alone: it will be SIGKILLed
+        marker = pid_file(package, task_id, rank)
+        marker.parent.mkdir(exist_ok=True)
+        marker.write_text(str(os.getpgrp()))
     try:
         result = train(
             package,
