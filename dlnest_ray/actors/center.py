@@ -18,6 +18,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from ..devices import GpuInfo
 from ..errors import DlnestError, PackageError
 from ..savepack.package import SavePackage
 from ..scheduling.policy import decide, infeasible
@@ -42,6 +43,10 @@ class Center:
         self.clock = clock
         self.log = LogBuffer(self.store.home / "center.log")
         self._gpus: tuple[GpuState, ...] = ()
+        # One pass at a time, so nothing launches between a pass's device reading and its decisions.
+        # Device reads are remote calls: they are made with the state lock released, and schedule()
+        # is only called by code that does not hold the state lock (else two threads could deadlock).
+        self._pass_lock = threading.Lock()
         self._reattach()
 
     # ------------------------------------------------------------------------------------------ submit
@@ -58,20 +63,22 @@ class Center:
         gpus: int | None = None,
     ) -> str:
         """Queue a new training run; returns its task id. The package is created now."""
+        spec_kw = self._spec_kw(placement, memory_mb, gpus)
+        if name_by_desc and not description:
+            raise DlnestError("--name-by-desc needs --desc NAME")
+        pkg = SavePackage(config_path, freq_path)  # parses and merges: errors name the file
+        self._refuse_infeasible(spec_kw)
+        # validates keys and code files before the folder exists, then snapshots the code
+        path = pkg.save_to_new_dir(
+            description if name_by_desc else "", no_save=no_save, description=description
+        )
+        name = Path(config_path).expanduser().resolve().parent.name
         with self._lock:
-            spec_kw = self._spec_kw(placement, memory_mb, gpus)
-            if name_by_desc and not description:
-                raise DlnestError("--name-by-desc needs --desc NAME")
-            pkg = SavePackage(config_path, freq_path)  # parses and merges: errors name the file
-            self._refuse_infeasible(spec_kw)
-            # validates keys and code files before the folder exists, then snapshots the code
-            path = pkg.save_to_new_dir(
-                description if name_by_desc else "", no_save=no_save, description=description
-            )
-            name = Path(config_path).expanduser().resolve().parent.name
-            return self._enqueue(
+            task_id = self._enqueue(
                 path, name=name, description=description, resume=False, ckpt_id=-1, **spec_kw
             )
+        self.schedule()
+        return task_id
 
     def continue_train(
         self,
@@ -84,10 +91,13 @@ class Center:
         gpus: int | None = None,
     ) -> str:
         """Queue the continuation of an existing package (from ``ckpt_id``, -1: latest valid)."""
-        with self._lock:
-            spec_kw = self._spec_kw(placement, memory_mb, gpus)
-            pkg = SavePackage.open(record_path)
-            pkg.resolve_ckpt_id(ckpt_id)  # refuse a missing or damaged checkpoint now, not at launch
+        spec_kw = self._spec_kw(placement, memory_mb, gpus)
+        pkg = SavePackage.open(record_path)
+        pkg.resolve_ckpt_id(ckpt_id)  # refuse a missing or damaged checkpoint now, not at launch
+        self._refuse_infeasible(spec_kw)
+        name = Path(str(pkg.meta.get("source_project") or pkg.path)).name
+        assert pkg.path is not None
+        with self._lock:  # the check and the enqueue together: one unfinished task per package
             busy = [
                 r.task_id
                 for r in self.store.tasks.values()
@@ -97,12 +107,11 @@ class Center:
                 raise PackageError(
                     f"{pkg.path} already has an unfinished task ({', '.join(busy)}); wait or delete it"
                 )
-            self._refuse_infeasible(spec_kw)
-            name = Path(str(pkg.meta.get("source_project") or pkg.path)).name
-            assert pkg.path is not None
-            return self._enqueue(
+            task_id = self._enqueue(
                 pkg.path, name=name, description=description, resume=True, ckpt_id=ckpt_id, **spec_kw
             )
+        self.schedule()
+        return task_id
 
     def _spec_kw(self, placement: str, memory_mb: int | None, gpus: int | None) -> dict[str, Any]:
         try:
@@ -119,7 +128,10 @@ class Center:
 
     def _refuse_infeasible(self, spec_kw: dict[str, Any]) -> None:
         probe = TaskRecord(task_id="?", package="", submitted_at=0.0, **spec_kw)
-        reason = infeasible(probe.spec, self._read_gpus(), self._settings())
+        readings = self.devices.read({})  # only the totals matter here
+        with self._lock:
+            gpus, settings = self._gpu_states(readings), self._settings()
+        reason = infeasible(probe.spec, gpus, settings)
         if reason is not None:
             raise DlnestError(f"this request can never run here: {reason}")
 
@@ -129,7 +141,6 @@ class Center:
         self.store.tasks[task_id] = record
         self.store.save()
         self.log.write(f"{task_id} queued: {path}")
-        self.schedule()
         return task_id
 
     # ------------------------------------------------------------------------------------------ delete
@@ -168,7 +179,7 @@ class Center:
             tail = tuple(output_tail or ())
             self._set(transition(record, final, at=self.clock(), error=error, output_tail=tail))
             self.log.write(f"{task_id} {final}" + (f": {error}" if error else ""))
-            self.schedule()
+        self.schedule()
 
     def task_phase(self, task_id: str, phase: str) -> None:
         """A running task's supervisor says where it is (e.g. waiting for Ray to free resources)."""
@@ -193,8 +204,14 @@ class Center:
                     out.setdefault(r.node, {})[g] = out.setdefault(r.node, {}).get(g, 0) + r.mb_per_gpu
         return out
 
-    def _read_gpus(self) -> tuple[GpuState, ...]:
-        readings = self.devices.read(self._reserved())
+    def _readings(self) -> dict[str, tuple[GpuInfo, ...]]:
+        """Every node's GPUs: remote calls, so made without the state lock."""
+        with self._lock:
+            reserved = self._reserved()
+        return self.devices.read(reserved)
+
+    def _gpu_states(self, readings: dict[str, tuple[GpuInfo, ...]]) -> tuple[GpuState, ...]:
+        """The policy's view of ``readings`` with this center's reservations (hold the state lock)."""
         now, delay = self.clock(), self.store.settings.delay_s
         disabled = set(self.store.settings.disabled)
         running = self._running()
@@ -226,51 +243,59 @@ class Center:
         return self._gpus
 
     def schedule(self) -> list[Launch | Wait]:
-        """One scheduling pass: launch what fits, record a wait reason for the rest."""
-        with self._lock:
-            pending = [r for r in self.store.tasks.values() if r.status is TaskStatus.PENDING]
-            if not pending:
-                return []
-            snapshot = Snapshot(gpus=self._read_gpus(), settings=self._settings(), now=self.clock())
-            decisions = decide([r.spec for r in pending], snapshot)
-            relaunch = False
-            for d in decisions:
-                record = self.store.tasks[d.task_id]
-                if isinstance(d, Wait):
-                    if record.wait_reason != d.reason:
-                        self._set(replace(record, wait_reason=d.reason), save=False)
-                    continue
-                totals = [g.total_mb for g in self._gpus if g.node == d.node and g.index in d.gpus]
-                running = transition(
-                    record,
-                    TaskStatus.RUNNING,
-                    at=self.clock(),
-                    node=d.node,
-                    gpus=d.gpus,
-                    mb_per_gpu=d.mb_per_gpu,
-                    gpu_total_mb=min(totals, default=0),
-                    phase="starting",
+        """One scheduling pass: launch what fits, record a wait reason for the rest.
+        Call it without holding the state lock."""
+        with self._pass_lock:
+            while True:
+                with self._lock:
+                    if not any(r.status is TaskStatus.PENDING for r in self.store.tasks.values()):
+                        return []
+                readings = self._readings()
+                with self._lock:
+                    decisions, relaunch = self._pass(readings)
+                if not relaunch:  # a failed launch freed its GPUs for the tasks behind it: pass again
+                    return decisions
+
+    def _pass(self, readings: dict[str, tuple[GpuInfo, ...]]) -> tuple[list[Launch | Wait], bool]:
+        pending = [r for r in self.store.tasks.values() if r.status is TaskStatus.PENDING]
+        snapshot = Snapshot(gpus=self._gpu_states(readings), settings=self._settings(), now=self.clock())
+        decisions = decide([r.spec for r in pending], snapshot)
+        relaunch = False
+        for d in decisions:
+            record = self.store.tasks[d.task_id]
+            if isinstance(d, Wait):
+                if record.wait_reason != d.reason:
+                    self._set(replace(record, wait_reason=d.reason), save=False)
+                continue
+            totals = [g.total_mb for g in self._gpus if g.node == d.node and g.index in d.gpus]
+            running = transition(
+                record,
+                TaskStatus.RUNNING,
+                at=self.clock(),
+                node=d.node,
+                gpus=d.gpus,
+                mb_per_gpu=d.mb_per_gpu,
+                gpu_total_mb=min(totals, default=0),
+                phase="starting",
+            )
+            self._set(running)
+            try:
+                self.launcher.launch(running)
+            except Exception as e:  # the run could not even start: say why, free its reservation
+                self._set(
+                    transition(running, TaskStatus.FAILED, at=self.clock(), error=f"launch failed: {e}")
                 )
-                self._set(running)
-                try:
-                    self.launcher.launch(running)
-                except Exception as e:  # the run could not even start: say why, free its reservation
-                    self._set(
-                        transition(running, TaskStatus.FAILED, at=self.clock(), error=f"launch failed: {e}")
-                    )
-                    self.log.write(f"{d.task_id} launch failed: {e}")
-                    relaunch = True
-                    continue
-                where = (
-                    "CPU"
-                    if d.node is None
-                    else f"{d.node} GPU {','.join(map(str, d.gpus))} ({d.mb_per_gpu} MB each)"
-                )
-                self.log.write(f"{d.task_id} launched on {where}")
-            self.store.save()
-            if relaunch:  # a launch failed: its GPUs are free again for the tasks behind it
-                return self.schedule()
-            return decisions
+                self.log.write(f"{d.task_id} launch failed: {e}")
+                relaunch = True
+                continue
+            where = (
+                "CPU"
+                if d.node is None
+                else f"{d.node} GPU {','.join(map(str, d.gpus))} ({d.mb_per_gpu} MB each)"
+            )
+            self.log.write(f"{d.task_id} launched on {where}")
+        self.store.save()
+        return decisions, relaunch
 
     # ------------------------------------------------------------------------------------------ restart
     def _reattach(self) -> None:
@@ -320,8 +345,9 @@ class Center:
             ]
 
     def get_devices_info(self) -> list[dict[str, Any]]:
+        readings = self._readings()
         with self._lock:
-            gpus = self._read_gpus()
+            gpus = self._gpu_states(readings)
             running = self._running()
             reserved = self._reserved()
             return [
@@ -348,8 +374,9 @@ class Center:
     # ------------------------------------------------------------------------------------------ settings
     def change_devices(self, enabled: list[str]) -> list[str]:
         """Enable exactly these ``node:gpuN`` labels (DLNest's changeDevices); returns the disabled ones."""
+        readings = self._readings()
         with self._lock:
-            labels = {f"{g.node}:gpu{g.index}" for g in self._read_gpus()}
+            labels = {f"{node}:gpu{g.index}" for node, infos in readings.items() for g in infos}
             unknown = sorted(set(enabled) - labels)
             if unknown:
                 raise DlnestError(
@@ -358,8 +385,9 @@ class Center:
             self.store.settings.disabled = sorted(labels - set(enabled))
             self.store.save()
             self.log.write(f"enabled devices: {', '.join(sorted(enabled)) or 'none'}")
-            self.schedule()
-            return self.store.settings.disabled
+            disabled = list(self.store.settings.disabled)
+        self.schedule()
+        return disabled
 
     def change_delay(self, seconds: float) -> None:
         with self._lock:
@@ -374,7 +402,7 @@ class Center:
                 raise DlnestError("max tasks per device must be at least 1")
             self.store.settings.max_tasks_per_device = int(n)
             self.store.save()
-            self.schedule()
+        self.schedule()
 
     def get_settings(self) -> dict[str, Any]:
         """Scheduling delay, max tasks per device, starvation bound and disabled devices."""

@@ -298,3 +298,45 @@ def test_supervisor_phases_show_on_running_tasks_only(center: Center, project: P
     center.task_finished(b, "SUCCEEDED")
     center.task_phase(b, "running")  # a late report after the end changes nothing
     assert info(center, b)["phase"] == "starting" and status(center, b) == "SUCCEEDED"
+
+
+class _GatedDevices(FakeDevices):
+    """Device reads block until the test opens the gate: a node that stopped answering."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import threading
+
+        self.gate = threading.Event()
+        self.reading = threading.Event()
+
+    def read(self, reserved):  # type: ignore[no-untyped-def]
+        self.reading.set()
+        self.gate.wait(timeout=30)
+        return super().read(reserved)
+
+
+def test_queries_are_answered_while_a_pass_waits_for_a_slow_device_read(make_center, project: Path) -> None:
+    import threading
+
+    devices = _GatedDevices()
+    devices.gate.set()  # submitting reads devices too (the feasibility check)
+    center = make_center(devices=devices)
+    for _ in range(2):  # both GPUs taken
+        center.run_train(str(project), memory_mb=12000)
+    pending = center.run_train(str(project), memory_mb=12000)
+    assert status(center, pending) == "PENDING"
+    devices.gate.clear()
+    devices.reading.clear()
+    worker = threading.Thread(target=center.schedule)
+    worker.start()
+    assert devices.reading.wait(10)  # the pass is now blocked inside the device read
+    answered: list[object] = []
+    query = threading.Thread(target=lambda: answered.append(center.get_task_info(include_finished=True)))
+    query.start()
+    query.join(timeout=10)
+    assert answered, "get_task_info waited for the blocked device read"
+    devices.gate.set()
+    worker.join(timeout=10)
+    assert not worker.is_alive()
+    assert any(t["task_id"] == pending for t in answered[0])  # type: ignore[union-attr]
