@@ -66,6 +66,7 @@ class TaskRecord:
     gpus_requested: int | None = None
     resume: bool = False
     ckpt_id: int = -1
+    scripts: str = ""  # an analyzer's scripts folder
     submitted_at: float
     started_at: float | None = None
     ended_at: float | None = None

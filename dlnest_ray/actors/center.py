@@ -20,6 +20,7 @@ from typing import Any
 
 from ..devices import GpuInfo
 from ..errors import DlnestError, PackageError
+from ..savepack.facts import analyzer_memory_mb, find_scripts_dir
 from ..savepack.package import SavePackage
 from ..scheduling.policy import decide, infeasible
 from ..scheduling.specs import GpuState, Launch, Placement, Settings, Snapshot, Wait
@@ -28,6 +29,8 @@ from .ports import DeviceSource, Launcher
 from .store import CenterStore, LogBuffer
 
 __all__ = ["Center"]
+
+NO_CHECKPOINT = -2  # DLNest's "build the model without loading a checkpoint"
 
 
 class Center:
@@ -97,11 +100,11 @@ class Center:
         self._refuse_infeasible(spec_kw)
         name = Path(str(pkg.meta.get("source_project") or pkg.path)).name
         assert pkg.path is not None
-        with self._lock:  # the check and the enqueue together: one unfinished task per package
+        with self._lock:  # the check and the enqueue together: one unfinished training per package
             busy = [
                 r.task_id
                 for r in self.store.tasks.values()
-                if r.package == str(pkg.path) and not r.status.is_terminal()
+                if r.package == str(pkg.path) and not r.status.is_terminal() and r.kind is TaskKind.TRAIN
             ]
             if busy:
                 raise PackageError(
@@ -109,6 +112,42 @@ class Center:
                 )
             task_id = self._enqueue(
                 pkg.path, name=name, description=description, resume=True, ckpt_id=ckpt_id, **spec_kw
+            )
+        self.schedule()
+        return task_id
+
+    def analyze(
+        self,
+        record_path: str,
+        *,
+        ckpt_id: int = -1,
+        scripts_dir: str = "",
+        memory_mb: int | None = None,
+        placement: str = "gpu",
+    ) -> str:
+        """Queue an analyzer of a package (DLNest's /analyze): it loads checkpoint ``ckpt_id`` (-1: latest
+        valid; -2: none) once and then runs scripts from ``scripts_dir`` (default: the project's
+        ``AnalyzeScripts/``, else the package's copy). Default memory: the run's measured peak, else 90%."""
+        if placement not in (Placement.GPU.value, Placement.CPU.value):
+            raise DlnestError("an analyzer is one process: on one GPU, or with --cpu")
+        pkg = SavePackage.open(record_path)
+        assert pkg.path is not None
+        if ckpt_id != NO_CHECKPOINT:
+            pkg.resolve_ckpt_id(ckpt_id)  # refuse a missing or damaged checkpoint now, not at load
+        scripts = find_scripts_dir(pkg.path, pkg.meta, scripts_dir or None)
+        if memory_mb is None and placement == Placement.GPU.value:
+            memory_mb = analyzer_memory_mb(pkg.meta)
+        spec_kw = self._spec_kw(placement, memory_mb, None)
+        self._refuse_infeasible(spec_kw)
+        with self._lock:
+            task_id = self._enqueue(
+                pkg.path,
+                kind=TaskKind.ANALYZE,
+                name=pkg.path.name,
+                resume=False,
+                ckpt_id=ckpt_id,
+                scripts=str(scripts),
+                **spec_kw,
             )
         self.schedule()
         return task_id
@@ -135,9 +174,11 @@ class Center:
         if reason is not None:
             raise DlnestError(f"this request can never run here: {reason}")
 
-    def _enqueue(self, path: Path, **fields: Any) -> str:
-        task_id = self.store.new_id(TaskKind.TRAIN)
-        record = TaskRecord(task_id=task_id, package=str(path), submitted_at=self.clock(), **fields)
+    def _enqueue(self, path: Path, *, kind: TaskKind = TaskKind.TRAIN, **fields: Any) -> str:
+        task_id = self.store.new_id(kind)
+        record = TaskRecord(
+            task_id=task_id, kind=kind, package=str(path), submitted_at=self.clock(), **fields
+        )
         self.store.tasks[task_id] = record
         self.store.save()
         self.log.write(f"{task_id} queued: {path}")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DlnestError
+from .analyzer_client import AnalyzerOps
 
 __all__ = [
     "CENTER_NAME",
@@ -129,11 +130,13 @@ def _op(name: str) -> Callable[..., Any]:
     return method
 
 
-class Client:
-    """DLNest's server operations as methods (the analyzer ones arrive with the analyzers)."""
+class Client(AnalyzerOps):
+    """DLNest's server operations as methods; the analyzer ones (``analyze``, ``run_exp``,
+    ``get_analyze_output``) talk to the analyzer actor directly (:class:`.analyzer_client.AnalyzerOps`)."""
 
     def __init__(self, center: Any) -> None:
         self.center = center
+        self._analyzers: dict[str, Any] = {}
 
     run_train = _op("run_train")
     continue_train = _op("continue_train")
@@ -146,6 +149,7 @@ class Client:
     change_delay = _op("change_delay")
     change_max_task_per_device = _op("change_max_task_per_device")
     get_settings = _op("get_settings")
+    analyze = _op("analyze")
     get_DLNest_output = get_dlnest_output  # DLNest's name
 
     def new_proj(self, target_dir: str, mnist: bool = False) -> str:

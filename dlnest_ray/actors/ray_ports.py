@@ -22,6 +22,7 @@ __all__ = ["DeviceMonitor", "RayDevices", "RayLauncher", "alive_nodes", "full_no
 
 MONITOR_PREFIX = "dlnest_ray_monitor_"
 READ_TIMEOUT_S = 20.0
+SUPERVISOR_SUFFIX = ".supervisor"
 
 
 class DeviceMonitor:
@@ -116,6 +117,21 @@ class RayDevices:
         return out
 
 
+def supervisor_name(task_id: str) -> str:
+    """A run's supervisor is named after its task (``T_0007``); an analyzer task's name belongs to the
+    analyzer actor itself (``A_0003``, what users ``ray.get_actor``), so its supervisor gets a suffix."""
+    return f"{task_id}{SUPERVISOR_SUFFIX}" if task_id.startswith("A_") else task_id
+
+
+def task_of_supervisor(actor_name: str) -> str | None:
+    """The task id a supervisor's actor name belongs to (None: not a supervisor)."""
+    if actor_name.startswith("T_"):
+        return actor_name
+    if actor_name.startswith("A_") and actor_name.endswith(SUPERVISOR_SUFFIX):
+        return actor_name.removesuffix(SUPERVISOR_SUFFIX)
+    return None
+
+
 class RayLauncher:
     """:class:`~dlnest_ray.actors.ports.Launcher`: one detached supervisor actor per run, named after it."""
 
@@ -129,7 +145,7 @@ class RayLauncher:
         # Detached and self-starting: it supervises from its constructor and reports to the center by
         # name, so neither depends on this (center) process staying alive.
         actor.options(
-            name=record.task_id,
+            name=supervisor_name(record.task_id),
             namespace=NAMESPACE,
             lifetime="detached",
             num_cpus=0,
@@ -143,7 +159,7 @@ class RayLauncher:
         from .client import NAMESPACE
 
         with contextlib.suppress(ValueError):
-            ray.get_actor(task_id, namespace=NAMESPACE).cancel.remote()
+            ray.get_actor(supervisor_name(task_id), namespace=NAMESPACE).cancel.remote()
 
     def alive(self) -> set[str]:
         import ray
@@ -151,8 +167,5 @@ class RayLauncher:
         from .client import NAMESPACE
 
         names = ray.util.list_named_actors(all_namespaces=True)
-        return {
-            a["name"]
-            for a in names
-            if isinstance(a, dict) and a.get("namespace") == NAMESPACE and a["name"][:2] in ("T_", "A_")
-        }
+        mine = {str(a["name"]) for a in names if isinstance(a, dict) and a.get("namespace") == NAMESPACE}
+        return {task for name in mine if (task := task_of_supervisor(name)) is not None}

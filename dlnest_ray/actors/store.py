@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import time
-from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ..atomic import atomic_write_json
 from ..errors import DlnestError
+from ..linebuffer import LineBuffer
 from ..tasks import TaskKind, TaskRecord
 
 __all__ = ["HOME_ENV", "CenterSettings", "CenterStore", "LogBuffer", "default_home"]
@@ -81,36 +79,4 @@ class CenterStore:
         return task_id
 
 
-class LogBuffer:
-    """Bounded lines with global offsets: a reader asking from a dropped offset is told what it missed."""
-
-    def __init__(self, path: Path | None = None, max_lines: int = 10_000) -> None:
-        self._lines: deque[str] = deque(maxlen=max_lines)
-        self.start = 0  # offset of the oldest line kept
-        self.path = path
-
-    @property
-    def end(self) -> int:
-        return self.start + len(self._lines)
-
-    def write(self, message: str) -> None:
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        for line in message.splitlines() or [""]:
-            if len(self._lines) == self._lines.maxlen:
-                self.start += 1
-            self._lines.append(f"[{stamp}] {line}")
-            if self.path is not None:
-                with open(self.path, "a", encoding="utf-8") as f:
-                    f.write(f"[{stamp}] {line}\n")
-
-    def read(self, offset: int = 0) -> dict[str, Any]:
-        """Lines from ``offset`` on, as ``{"offset", "end", "missed", "lines"}``: ``offset`` is the first
-        line returned, ``end`` the offset to ask from next, ``missed`` how many were dropped unread."""
-        missed = max(0, self.start - offset)
-        first = max(offset, self.start)
-        lines = list(self._lines)[first - self.start :] if first < self.end else []
-        return {"offset": first, "end": self.end, "missed": missed, "lines": lines}
-
-    def clear(self) -> None:
-        self.start = self.end
-        self._lines.clear()
+LogBuffer = LineBuffer  # the center's messages: stamped lines, appended to center.log

@@ -23,14 +23,17 @@ from collections import deque
 from pathlib import Path
 from typing import Any, cast
 
+from ..linebuffer import read_prefixed
 from ..runtime.entry import pid_file, stop_file
 from ..scheduling.specs import Placement
-from ..tasks import TaskRecord, TaskStatus
+from ..tasks import TaskKind, TaskRecord, TaskStatus
+from .analyzer import OUTPUT_FILE, output_prefix
 
 __all__ = ["GRACE_ENV", "RunSupervisor"]
 
 GRACE_ENV = "DLNEST_RAY_CANCEL_GRACE_S"
 CPUS_ENV = "DLNEST_RAY_CPUS_PER_RANK"
+ANALYZER_CPUS_ENV = "DLNEST_RAY_ANALYZER_CPUS"
 REPORT_PATIENCE_S = 600.0
 
 
@@ -67,7 +70,8 @@ class RunSupervisor:
         self._cancel = threading.Event()
         self._state = "starting"
         self.grace_s = float(os.environ.get(GRACE_ENV, "20"))
-        self.cpus = float(os.environ.get(CPUS_ENV, "1"))
+        analyzer = self.record.kind is TaskKind.ANALYZE
+        self.cpus = float(os.environ.get(ANALYZER_CPUS_ENV if analyzer else CPUS_ENV, "1"))
         # Supervise from the constructor, not from a method the center calls: Ray fate-shares a call
         # with its caller, so a center killed right after a launch would take the call with it.
         threading.Thread(target=self._main, name=f"supervise-{self.record.task_id}", daemon=True).start()
@@ -97,6 +101,8 @@ class RunSupervisor:
             pg = self._placement_group()
             if pg is None:
                 status, error = TaskStatus.CANCELLED, "cancelled before it started"
+            elif self.record.kind is TaskKind.ANALYZE:
+                status, error = self._run_analyzer(pg)
             else:
                 status, error, failing_rank = self._run_ranks(pg)
         except Exception as e:
@@ -106,10 +112,62 @@ class RunSupervisor:
                 self._remove(pg)
             with contextlib.suppress(OSError):
                 stop_file(self.record.package, self.record.task_id).unlink()
-        out = "_output.txt" if self.record.world_size == 1 else f"_output_{failing_rank}.txt"
-        tail = _tail(Path(self.record.package) / out) if status is not TaskStatus.SUCCEEDED else []
+        tail = self._failure_tail(failing_rank) if status is not TaskStatus.SUCCEEDED else []
         self._report(status, error, tail)
         ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+
+    def _failure_tail(self, rank: int, n: int = 20) -> list[str]:
+        rec = self.record
+        if rec.kind is TaskKind.ANALYZE:
+            lines = read_prefixed(Path(rec.package) / OUTPUT_FILE, output_prefix(rec.task_id))["lines"]
+            return [str(line) for line in lines[-n:]]
+        return _tail(Path(rec.package) / ("_output.txt" if rec.world_size == 1 else f"_output_{rank}.txt"), n)
+
+    def _run_analyzer(self, pg: Any) -> tuple[TaskStatus, str]:
+        """Start the analyzer actor (named after the task) in the group, wait for it to load, then keep
+        it until the task is deleted (SUCCEEDED: an analyzer's normal end) or it dies (FAILED)."""
+        import ray
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        from .analyzer import AnalyzerActor
+        from .client import NAMESPACE
+
+        rec = self.record
+        actor: Any = ray.remote(AnalyzerActor)
+        analyzer = actor.options(
+            name=rec.task_id,
+            namespace=NAMESPACE,
+            lifetime="detached",
+            num_cpus=self.cpus,
+            num_gpus=self._gpu_share(),
+            max_restarts=0,
+            max_concurrency=32,
+            scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=0),
+        ).remote(rec.to_json(), self._env(0, None), threads=max(1, int(self.cpus)))
+        try:
+            self._set_state("loading")
+            ref = analyzer.ready.remote()
+            while not ray.wait([ref], timeout=1.0)[0]:
+                if self._cancel.is_set():
+                    return TaskStatus.CANCELLED, "deleted while loading"
+            loaded = ray.get(ref)
+            if loaded["error"]:
+                return TaskStatus.FAILED, f"loading failed: {loaded['error']}"
+            self._set_state("ready")
+            ref = analyzer.wait_closed.remote()
+            while not ray.wait([ref], timeout=1.0)[0]:
+                if self._cancel.is_set():
+                    return TaskStatus.SUCCEEDED, ""
+            ray.get(ref)
+            return TaskStatus.FAILED, "the analyzer closed by itself"
+        except ray.exceptions.RayActorError as e:
+            return TaskStatus.FAILED, f"the analyzer process died ({type(e).__name__})"
+        finally:
+            self._set_state("stopping")
+            with contextlib.suppress(Exception):
+                ray.get(analyzer.close.remote(), timeout=10)
+            with contextlib.suppress(Exception):
+                ray.kill(analyzer, no_restart=True)
 
     def _gpu_share(self) -> float:
         """The fraction of a GPU each bundle asks Ray for: the run's MB over the GPU's total."""

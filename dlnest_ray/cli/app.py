@@ -16,7 +16,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
     from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
 from ..errors import DlnestError
-from . import cluster, foreground, project, queue
+from . import analysis, cluster, compare, foreground, metrics, project, queue
 
 app = typer.Typer(
     name="dlnest-ray",
@@ -31,7 +31,8 @@ app = typer.Typer(
 )
 app.command("new")(project.new)
 app.command("train")(foreground.train)
-app.command("analyze")(foreground.analyze)
+app.command("analyze")(analysis.analyze)
+app.command("exp")(analysis.exp)
 app.command("up")(cluster.up)
 app.command("down")(cluster.down)
 app.command("run")(queue.run)
@@ -42,6 +43,8 @@ app.command("del")(queue.delete)
 app.command("config")(queue.config)
 app.command("log")(queue.log)
 app.command("watch")(queue.watch)
+app.command("metrics")(metrics.metrics)
+app.command("compare")(compare.compare)
 
 
 def error_line(message: str) -> None:

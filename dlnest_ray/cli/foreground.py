@@ -11,7 +11,7 @@ import typer
 from ..errors import AnalysisError, DlnestError
 from .options import DescOpt, FreqOpt, NameByDescOpt, NoSaveOpt
 
-__all__ = ["analyze", "parse_gpus", "train"]
+__all__ = ["analyze_once", "parse_gpus", "train"]
 
 
 def parse_gpus(value: str | None) -> tuple[int, ...] | None:
@@ -95,23 +95,25 @@ def train(
     typer.echo(f"package: {path}")
 
 
-def analyze(
-    package: Annotated[Path, typer.Argument(metavar="PACKAGE", help="A save package folder.")],
-    script: Annotated[
-        Path, typer.Option("--script", "-s", metavar="PATH", help="A .py file defining experience(self).")
-    ],
-    ckpt: Annotated[
-        int, typer.Option("--ckpt", "-c", help="Checkpoint id (-1: latest valid; -2: no checkpoint).")
-    ] = -1,
-    cpu: Annotated[bool, typer.Option("--cpu", help="Load onto the CPU even when a GPU is present.")] = False,
-) -> None:
-    """Load a package (its copied code, args, dataset, model and log from a checkpoint) and run
-    experience(self) from SCRIPT once. `self` has args, model, dataset, log and package.
-    """
+def analyze_once(package: Path, script: Path, *, scripts_dir: Path | None, ckpt: int, cpu: bool) -> None:
+    """Load a package (its copied code, args, dataset, model and log from a checkpoint) in this process
+    and run experience(self) from ``script`` once (DLNest.Analyze). ``script`` is a path, or a name in
+    ``scripts_dir`` (default: the project's AnalyzeScripts/, else the package's copy)."""
     from ..runtime.analysis import Analyzer, resolve_script
     from ..runtime.loader import load_script
+    from ..savepack.facts import find_scripts_dir
+    from ..savepack.package import SavePackage
 
-    fn = load_script(resolve_script(script, None))
+    path = resolve_script(script, None)
+    if scripts_dir is not None or (not path.exists() and len(script.parts) == 1):
+        pkg = SavePackage.open(package)  # a bare name: look in the scripts folder
+        assert pkg.path is not None
+        try:
+            path = resolve_script(script, find_scripts_dir(pkg.path, pkg.meta, scripts_dir))
+        except AnalysisError:
+            if scripts_dir is not None:
+                raise
+    fn = load_script(path)
     try:
         analyzer = Analyzer(package, ckpt_id=ckpt, cpu=cpu)
     except DlnestError:

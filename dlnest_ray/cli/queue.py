@@ -292,19 +292,33 @@ def _copy_new(path: Path | None, offset: int) -> int:
 
 
 def watch(
-    task_id: Annotated[str, typer.Argument(metavar="ID", help="A training task id (see `tasks`).")],
+    task_id: Annotated[str, typer.Argument(metavar="ID", help="A task id: T_... or A_... (see `tasks`).")],
     rank: Annotated[
         int | None, typer.Option("--rank", "-r", metavar="R", help="DDP rank whose output to show.")
     ] = None,
+    start: Annotated[
+        int | None,
+        typer.Option("--from", metavar="N", help="An analyzer's output from line offset N (default 0)."),
+    ] = None,
     address: AddressOpt = None,
 ) -> int:
-    """Print a run's output and follow it until the run ends.
+    """Print a task's output and follow it until the task ends (Ctrl-C stops watching, not the task).
 
-    Exit code 0 when it succeeded, 1 when it failed or was cancelled. Ctrl-C stops watching, not the run.
+    A run: exit code 0 when it succeeded, 1 when it failed or was cancelled. An analyzer: its output
+    lines (scripts, warnings, tracebacks); it also becomes the analyzer `exp SCRIPT` uses by default.
     """
     if rank is not None and rank < 0:
         raise DlnestError("--rank must be 0 or more")
+    if start is not None and start < 0:
+        raise DlnestError("--from must be 0 or more")
+    is_analyzer = task_id.startswith("A_")
+    if (start is not None and not is_analyzer) or (rank is not None and is_analyzer):
+        raise DlnestError("--from is for analyzers (A_...), --rank for DDP runs (T_...)")
     client = connect_client(address, create=False)
+    if is_analyzer:
+        from .analysis import watch_analyzer
+
+        return watch_analyzer(client, task_id, start or 0)
     task = _find(client, task_id)
     package = Path(task["package"])
     offset = 0

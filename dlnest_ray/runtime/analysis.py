@@ -116,9 +116,10 @@ class Analyzer:
 
 
 def resolve_script(script: str | Path, folder: Path | None) -> Path:
-    """A script path as given, or ``NAME``/``NAME.py`` inside ``folder``; refuses escapes from ``folder``."""
+    """A script path as given (``folder`` None), or ``NAME``/``NAME.py``/a path inside ``folder``: anything
+    that resolves outside ``folder`` (``../x``, an absolute path elsewhere, a symlink out) is refused."""
     p = Path(script).expanduser()
-    if folder is None or p.is_absolute():
+    if folder is None:
         candidate = p if p.suffix == ".py" or p.exists() else p.with_suffix(".py")
         return candidate.resolve()
     folder = folder.resolve()

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TextIO
 
-__all__ = ["ConsoleSink", "OutputTee", "fd_console_sink"]
+__all__ = ["ConsoleSink", "LineCapture", "OutputTee", "fd_console_sink"]
 
 ConsoleSink = Callable[[bytes], None]
 
@@ -31,6 +31,11 @@ def fd_console_sink(fd: int) -> ConsoleSink:
             view = view[n:]
 
     return write
+
+
+def _text_stream(fd: int) -> TextIO:
+    """A line-buffered text stream on ``fd`` that leaves the descriptor open when closed."""
+    return open(fd, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
 
 
 class OutputTee:
@@ -71,8 +76,7 @@ class OutputTee:
         os.dup2(w, 2)
         os.close(w)
         self._saved_sys = (sys.stdout, sys.stderr)
-        sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
-        sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
+        sys.stdout, sys.stderr = _text_stream(1), _text_stream(2)
         return self
 
     @staticmethod
@@ -107,3 +111,116 @@ class OutputTee:
             self._reader.join(timeout=5)
         os.close(self.console_fd)
         self.console_fd = -1
+
+
+_SYNC_MARK = b"\x1b[dlnest-sync "
+
+
+class LineCapture:
+    """Redirect fd 1/2 into a pipe for a long-lived process (an analyzer): a reader thread splits what
+    arrives into lines and hands them to ``on_lines``, and tees them to the original stdout (for Ray's
+    worker log). A carriage return keeps only what follows it, as a terminal would (progress bars);
+    a line longer than ``max_line_bytes`` is cut into several.
+
+    :meth:`sync` is a barrier: when it returns, every byte written to fd 1/2 before the call (by any
+    thread, C code or subprocess) has been handed over, so output can be attributed to a job exactly.
+    """
+
+    def __init__(
+        self, on_lines: Callable[[list[str]], None], *, tee: bool = True, max_line_bytes: int = 65_536
+    ) -> None:
+        self._on_lines = on_lines
+        self._tee = tee
+        self._max = max_line_bytes
+        self._cond = threading.Condition()
+        self._sent = 0
+        self._seen = 0
+        self._saved: tuple[int, int] = (-1, -1)
+        self._saved_sys: tuple[TextIO, TextIO] | None = None
+        self._reader: threading.Thread | None = None
+
+    def start(self) -> LineCapture:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        self._saved = (os.dup(1), os.dup(2))
+        r, w = os.pipe()
+        self._reader = threading.Thread(target=self._pump, args=(r,), name="dlnest-capture", daemon=True)
+        self._reader.start()
+        os.dup2(w, 1)
+        os.dup2(w, 2)
+        os.close(w)
+        self._saved_sys = (sys.stdout, sys.stderr)
+        sys.stdout, sys.stderr = _text_stream(1), _text_stream(2)
+        return self
+
+    def sync(self, timeout: float = 5.0) -> bool:
+        """Wait until everything written so far has reached ``on_lines``; False on timeout."""
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        with self._cond:
+            self._sent += 1
+            n = self._sent
+        os.write(1, _SYNC_MARK + str(n).encode() + b"]\n")
+        with self._cond:
+            return self._cond.wait_for(lambda: self._seen >= n, timeout=timeout)
+
+    def _line(self, raw: bytes) -> str:
+        parts = [p for p in raw.split(b"\r") if p]
+        return (parts[-1] if parts else b"").decode("utf-8", errors="replace")
+
+    def _deliver(self, lines: list[str]) -> None:
+        if not lines:
+            return
+        with contextlib.suppress(Exception):  # a failing consumer must not stop the capture
+            self._on_lines(lines)
+        if self._tee:
+            with contextlib.suppress(OSError):
+                os.write(self._saved[0], ("\n".join(lines) + "\n").encode("utf-8", errors="replace"))
+
+    def _pump(self, r: int) -> None:
+        pending = b""
+        try:
+            while data := os.read(r, 65_536):
+                pending += data
+                *complete, pending = pending.split(b"\n")
+                lines: list[str] = []
+                for raw in complete:
+                    at = raw.find(_SYNC_MARK)
+                    if at < 0:
+                        lines.append(self._line(raw))
+                        continue
+                    if raw[:at]:  # a partial line the job left without a newline
+                        lines.append(self._line(raw[:at]))
+                    self._deliver(lines)
+                    lines = []
+                    with contextlib.suppress(ValueError), self._cond:
+                        self._seen = max(self._seen, int(raw[at + len(_SYNC_MARK) :].rstrip(b"]")))
+                        self._cond.notify_all()
+                if b"\r" in pending:
+                    pending = pending[pending.rfind(b"\r") + 1 :]
+                while len(pending) > self._max:
+                    lines.append(self._line(pending[: self._max]))
+                    pending = pending[self._max :]
+                self._deliver(lines)
+            if pending:
+                self._deliver([self._line(pending)])
+        finally:
+            os.close(r)
+
+    def stop(self) -> None:
+        """Restore fd 1/2 and ``sys.stdout``/``sys.stderr``; the reader drains and ends."""
+        if self._saved_sys is None:
+            return
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        sys.stdout, sys.stderr = self._saved_sys
+        self._saved_sys = None
+        os.dup2(self._saved[0], 1)
+        os.dup2(self._saved[1], 2)
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+        for fd in self._saved:
+            os.close(fd)

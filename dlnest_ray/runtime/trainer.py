@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 import os
 import socket
 import time
@@ -217,6 +218,7 @@ class _Run:
                     status=outcome,
                     finished_epoch=fe,
                     error=None if failure is None else _describe(failure),
+                    peak_gpu_mb=_peak_gpu_mb(st.device),
                 )
             )
         if isinstance(failure, KeyboardInterrupt):
@@ -384,3 +386,12 @@ def _len_or_none(loader: Any) -> int | None:
 def _describe(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+def _peak_gpu_mb(device: Any) -> int | None:
+    """Torch's peak reserved GPU memory in this process, in MB (None on CPU): an analyzer's default."""
+    if device is None or getattr(device, "type", "") != "cuda":
+        return None
+    import torch
+
+    return math.ceil(torch.cuda.max_memory_reserved(device) / 2**20)

@@ -33,6 +33,7 @@ __all__ = [
 
 CODE_PATH_KEYS = ("model_file_path", "runner_file_path", "dataset_file_path", "life_cycle_file_path")
 CONFIGS_DIR = "_configs"
+SCRIPTS_DIR = "AnalyzeScripts"  # copied too: analyzers fall back to it when the project is gone
 _MAX_NAME_TRIES = 50
 
 
@@ -218,6 +219,9 @@ def create_package_dir(
         out = {k: v for k, v in args.items() if k != "child_jsons"}
         if copy_files:
             out.update(_snapshot_code(args, root_dir, target))
+            scripts = root_dir / SCRIPTS_DIR
+            if scripts.is_dir() and not (target / SCRIPTS_DIR).exists():  # the analyzers' fallback
+                _copy_into(scripts, target / SCRIPTS_DIR, skip=target.parent)
         meta: dict[str, Any] = {}
         if loaded is not None:
             meta.update(_snapshot_configs(loaded, target))
