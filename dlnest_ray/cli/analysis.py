@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,7 +23,8 @@ __all__ = ["analyze", "exp", "remembered_analyzer", "watch_analyzer"]
 
 STATE_FILE = "cli.json"
 ANALYZER_ID = re.compile(r"^A_\d+$")
-ENDED = ("SUCCEEDED", "FAILED", "INTERRUPTED")
+ENDED = ("SUCCEEDED", "FAILED", "INTERRUPTED")  # a job's end
+TASK_ENDED = ("SUCCEEDED", "FAILED", "CANCELLED")
 
 
 # ---------------------------------------------------------------------------------------------- CLI state
@@ -225,12 +227,15 @@ def watch_analyzer(client: Any, task_id: str, start: int = 0) -> int:
             offset = int(out["end"])
             if not out["alive"]:
                 break
+        task = client.task(task_id)
+        while task["status"] not in TASK_ENDED:  # closed: its supervisor reports the end in a moment
+            time.sleep(0.25)
+            task = client.task(task_id)
     except KeyboardInterrupt:
         typer.echo(
             f"\nstopped watching; {task_id} stays loaded (`dlnest-ray del {task_id}` ends it)", err=True
         )
         return 130
-    task = client.task(task_id)
     if task["status"] == "SUCCEEDED":
         typer.echo(f"{task_id} ended")
         return 0
