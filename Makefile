@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(PY) bench/policy_scale.py
 	$(PY) bench/packing.py
 	$(PY) bench/queue_latency.py
+	$(PY) bench/analyzer_latency.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -88,6 +88,21 @@ def cluster_part(project: Path, work: Path) -> None:
                 print(f"{r['task_id']} {r['status']:9s} package {r['package']}")
         if any(r["status"] != "SUCCEEDED" for r in rows if r["task_id"] in ids):
             sys.exit("demo: a queued run did not succeed (see above)")
+        package = next(r["package"] for r in rows if r["task_id"] == ids[0])
+        out = step(
+            "keep demo-a's model warm in an analyzer", "analyze", package, "--json", cwd=project, env=env
+        )
+        analyzer = json.loads(out)["task_id"]
+        step(
+            f"run getAcc on {analyzer} (it waits for the load)",
+            "exp",
+            analyzer,
+            "getAcc",
+            cwd=project,
+            env=env,
+        )
+        step("again: warm, the script runs in milliseconds", "exp", "getAcc", cwd=project, env=env)
+        step(f"end {analyzer}: its GPU memory is released", "del", analyzer, cwd=project, env=env)
     finally:
         step("stop the center and the local cluster", "down", "--force", cwd=project, env=env)
 

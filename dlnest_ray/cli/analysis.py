@@ -117,7 +117,17 @@ def analyze(
     remember_analyzer(task_id)
     task = client.task(task_id)
     if as_json:
-        keys = ("task_id", "package", "scripts", "status", "memory_mb", "ckpt_id")
+        keys = (
+            "task_id",
+            "package",
+            "scripts",
+            "status",
+            "memory_mb",
+            "mb_per_gpu",
+            "node",
+            "gpus",
+            "ckpt_id",
+        )
         print_json({k: task[k] for k in keys})
         return
     typer.echo(f"analyzer: {task_id} ({task['status']})")
@@ -125,6 +135,8 @@ def analyze(
     typer.echo(f"scripts: {task['scripts']}")
     if task["status"] == "PENDING" and task.get("wait_reason"):
         typer.echo(f"waiting: {task['wait_reason']}")
+    elif task.get("gpus"):
+        typer.echo(f"memory: {task['mb_per_gpu']} MB on {task['node']}:gpu{task['gpus'][0]}")
     typer.echo(f"run a script: dlnest-ray exp {task_id} SCRIPT   (end it: dlnest-ray del {task_id})")
 
 
