@@ -240,6 +240,33 @@ def test_continue_resumes_a_package(cluster: Cluster) -> None:
     assert cluster.tasks()["T_0004"]["resume"] is True
 
 
+def test_an_analyzer_through_the_cli(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> None:
+    from dlnest_ray.savepack.package import SavePackage
+
+    package = cluster.state["a"]["package"]
+    scripts = tmp_path_factory.mktemp("scripts")
+    (scripts / "hello.py").write_text(
+        "def experience(self):\n    print('hello from', type(self.model).__name__)\n"
+        "    return len(self.log['acc'])\n"
+    )
+    started = json_out(cluster("analyze", package, "--scripts", scripts, "--memory", "2000", "--json"))
+    aid = started["task_id"]
+    assert aid.startswith("A_") and started["scripts"] == str(scripts)
+    epochs = len(SavePackage.open(package).state_dict()["log_dict"]["acc"])
+    got = cluster("exp", aid, "hello")  # waits for the load, then streams the script's output
+    assert got.returncode == 0, str(got)
+    assert got.stdout.splitlines() == ["hello from Model", f"result: {epochs}"]
+    again = cluster("exp", "hello")  # the analyzer started last is the default
+    assert again.returncode == 0 and again.stdout == got.stdout, str(again)
+    assert "outside the scripts folder" in single_error_line(cluster("exp", aid, "../x"))
+    assert "ready" in cluster("tasks").stdout
+    assert "being stopped" in cluster("del", aid).stdout
+    wait_for(lambda: cluster.tasks()[aid]["status"] == "SUCCEEDED", timeout=60, what="the analyzer to end")
+    replay = cluster("watch", aid)  # ended: its output is read back from the package
+    assert replay.returncode == 0, str(replay)
+    assert "hello from Model" in replay.stdout and replay.stdout.rstrip().endswith(f"{aid} ended")
+
+
 def test_log_shows_and_clears_the_center_messages(cluster: Cluster) -> None:
     shown = cluster("log")
     assert shown.returncode == 0, str(shown)
@@ -252,20 +279,21 @@ def test_log_shows_and_clears_the_center_messages(cluster: Cluster) -> None:
 def test_down_refuses_while_a_run_runs_and_force_cancels_it(cluster: Cluster) -> None:
     config = gated_project(cluster.base / "never", cluster.base / "never-opened")
     e = json_out(cluster("run", config, "--memory", "6000", "--json"))
-    assert (e["task_id"], e["status"]) == ("T_0005", "RUNNING")
+    tid = e["task_id"]  # T_0006: the analyzer above took id 5
+    assert (tid, e["status"]) == ("T_0006", "RUNNING")
     refused = cluster("down")
     line = single_error_line(refused)
-    assert "T_0005" in line and "--force" in line
+    assert tid in line and "--force" in line
     head = cluster.head()
     forced = cluster("down", "--force", timeout=180)
     assert forced.returncode == 0, str(forced)
-    assert "T_0005 is being stopped" in forced.stdout
+    assert f"{tid} is being stopped" in forced.stdout
     assert "stopped the center" in forced.stdout and "stopped the local Ray head" in forced.stdout
     assert not (cluster.home / "head.json").exists()
     assert not port_open(head["address"])
     assert session_pids(int(head["session_id"])) == []
     state = json.loads((cluster.home / "center.json").read_text())
     final = {t["task_id"]: t["status"] for t in state["tasks"]}
-    assert final["T_0005"] == "CANCELLED"
+    assert final[tid] == "CANCELLED"
     assert single_error_line(cluster("tasks")).startswith("error: no Ray cluster")
     assert cluster("down").stdout.strip() == "dlnest-ray is not running"
