@@ -24,8 +24,6 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -33,75 +31,17 @@ from ..errors import AnalysisError, UserCodeError
 from ..linebuffer import LineBuffer
 from ..scheduling.specs import Placement
 from ..tasks import TaskRecord
+from .jobs import ExpInterrupted, Job, JobState, ScriptFailed, format_failure, short_repr
 
 __all__ = ["OUTPUT_FILE", "AnalyzerActor", "ExpInterrupted", "JobState", "ScriptFailed", "output_prefix"]
 
 OUTPUT_FILE = "_analyze_output.txt"
 LINES_ENV = "DLNEST_RAY_ANALYZER_LINES"
-RESULT_CHARS = 2000
 
 
 def output_prefix(task_id: str) -> str:
     """How an analyzer's lines are marked in ``_analyze_output.txt``."""
     return f"[{task_id}] "
-
-
-class ExpInterrupted(BaseException):
-    """Raised inside a running script to stop it (timeout or cancel); a BaseException, so a script's
-    ``except Exception`` does not swallow it."""
-
-
-class ScriptFailed(AnalysisError):
-    """``run_script`` of a script that raised, timed out or was refused; the message has the traceback."""
-
-
-class JobState(str, Enum):
-    QUEUED = "QUEUED"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    INTERRUPTED = "INTERRUPTED"
-
-    def is_terminal(self) -> bool:
-        return self not in (JobState.QUEUED, JobState.RUNNING)
-
-
-@dataclass(kw_only=True)
-class Job:
-    """One ``exp`` call. ``start``/``end``: its output's offsets (-1 until known)."""
-
-    job: int
-    script: str
-    path: Path
-    timeout_s: float | None
-    submitted_at: float
-    state: JobState = JobState.QUEUED
-    start: int = -1
-    end: int = -1
-    error: str = ""
-    traceback: str = ""
-    result: str | None = None  # repr of the returned value (shortened)
-    value: Any = None
-    started_at: float | None = None
-    ended_at: float | None = None
-    interrupt: str = ""  # why it is being interrupted (set once)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "job": self.job,
-            "script": self.script,
-            "path": str(self.path),
-            "state": self.state.value,
-            "start": self.start,
-            "end": self.end,
-            "error": self.error,
-            "traceback": self.traceback,
-            "result": self.result,
-            "timeout_s": self.timeout_s,
-            "seconds": None
-            if self.started_at is None or self.ended_at is None
-            else round(self.ended_at - self.started_at, 4),
-        }
 
 
 class AnalyzerActor:
@@ -378,17 +318,17 @@ class AnalyzerActor:
         try:
             fn = load_script(job.path)
             job.value = self._analyzer.run(fn)
-            job.result = None if job.value is None else _short_repr(job.value)
+            job.result = None if job.value is None else short_repr(job.value)
             return JobState.SUCCEEDED, ""
         except ExpInterrupted:
             return JobState.INTERRUPTED, job.interrupt
         except UserCodeError as e:
             if e.__cause__ is not None:  # the script failed to import: show where
-                job.traceback = _format(e.__cause__, job.path)
+                job.traceback = format_failure(e.__cause__, job.path)
                 print(job.traceback, end="", file=sys.stderr)
             return JobState.FAILED, str(e)
         except BaseException as e:  # the script's own failure, SystemExit included
-            job.traceback = _format(e, job.path)
+            job.traceback = format_failure(e, job.path)
             print(job.traceback, end="", file=sys.stderr)
             return JobState.FAILED, f"{type(e).__name__}: {e}"
 
@@ -419,19 +359,3 @@ class AnalyzerActor:
             ctypes.pythonapi.PyThreadState_SetAsyncExc(
                 ctypes.c_ulong(self._worker_tid), ctypes.py_object(ExpInterrupted)
             )
-
-
-def _short_repr(value: Any) -> str:
-    try:
-        text = repr(value)
-    except Exception as e:  # a broken __repr__ must not fail the job
-        text = f"<unprintable {type(value).__name__}: {e}>"
-    return text if len(text) <= RESULT_CHARS else text[:RESULT_CHARS] + "..."
-
-
-def _format(e: BaseException, script: Path) -> str:
-    """The traceback from the script's first frame on (the analyzer's own frames are noise)."""
-    tb = e.__traceback__
-    while tb is not None and Path(tb.tb_frame.f_code.co_filename) != script:
-        tb = tb.tb_next
-    return "".join(traceback.format_exception(type(e), e, tb or e.__traceback__))

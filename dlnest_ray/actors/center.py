@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from ..savepack.package import SavePackage
 from ..scheduling.policy import decide, infeasible
 from ..scheduling.specs import GpuState, Launch, Placement, Settings, Snapshot, Wait
 from ..tasks import TaskKind, TaskRecord, TaskStatus, transition
+from .center_settings import SettingsOps
 from .ports import DeviceSource, Launcher
 from .store import CenterStore, LogBuffer
 
@@ -33,7 +34,7 @@ __all__ = ["Center"]
 NO_CHECKPOINT = -2  # DLNest's "build the model without loading a checkpoint"
 
 
-class Center:
+class Center(SettingsOps):
     """DLNest's server operations, plus the reports runs send back."""
 
     def __init__(
@@ -411,45 +412,3 @@ class Center:
     def clear(self) -> None:
         with self._lock:
             self.log.clear()
-
-    # ------------------------------------------------------------------------------------------ settings
-    def change_devices(self, enabled: list[str]) -> list[str]:
-        """Enable exactly these ``node:gpuN`` labels (DLNest's changeDevices); returns the disabled ones."""
-        readings = self._readings()
-        with self._lock:
-            labels = {f"{node}:gpu{g.index}" for node, infos in readings.items() for g in infos}
-            unknown = sorted(set(enabled) - labels)
-            if unknown:
-                raise DlnestError(
-                    f"unknown devices: {', '.join(unknown)} (known: {', '.join(sorted(labels))})"
-                )
-            self.store.settings.disabled = sorted(labels - set(enabled))
-            self.store.save()
-            self.log.write(f"enabled devices: {', '.join(sorted(enabled)) or 'none'}")
-            disabled = list(self.store.settings.disabled)
-        self.schedule()
-        return disabled
-
-    def change_delay(self, seconds: float) -> None:
-        with self._lock:
-            if seconds <= 0:
-                raise DlnestError("the delay must be positive (seconds)")
-            self.store.settings.delay_s = float(seconds)
-            self.store.save()
-
-    def change_max_task_per_device(self, n: int) -> None:
-        with self._lock:
-            if n < 1:
-                raise DlnestError("max tasks per device must be at least 1")
-            self.store.settings.max_tasks_per_device = int(n)
-            self.store.save()
-        self.schedule()
-
-    def get_settings(self) -> dict[str, Any]:
-        """Scheduling delay, max tasks per device, starvation bound and disabled devices."""
-        with self._lock:
-            return asdict(self.store.settings)
-
-    @property
-    def delay_s(self) -> float:
-        return self.store.settings.delay_s
