@@ -16,7 +16,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
     from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
 from ..errors import DlnestError
-from . import analysis, cluster, compare, foreground, metrics, project, queue
+from . import analysis, cluster, compare, foreground, metrics, project, queue, shell
 
 app = typer.Typer(
     name="dlnest-ray",
@@ -45,6 +45,7 @@ app.command("log")(queue.log)
 app.command("watch")(queue.watch)
 app.command("metrics")(metrics.metrics)
 app.command("compare")(compare.compare)
+app.command("shell")(shell.shell)
 
 
 def error_line(message: str) -> None:

@@ -53,6 +53,7 @@ ALL_COMMANDS = [
     "exp",
     "metrics",
     "compare",
+    "shell",
     "up",
     "down",
     "run",
