@@ -14,7 +14,7 @@ import typer
 from ..errors import DlnestError
 from .cluster import AddressOpt, connect_client
 from .options import DescOpt, FreqOpt, NameByDescOpt, NoSaveOpt
-from .tables import console, devices_table, print_json, settings_table, tasks_table
+from .tables import console, devices_table, print_json, settings_table, tasks_table, with_latest_metrics
 
 __all__ = ["config", "continue_", "delete", "devices", "log", "run", "tasks", "watch"]
 
@@ -139,11 +139,14 @@ def tasks(
     as_json: JsonOpt = False,
     address: AddressOpt = None,
 ) -> None:
-    """List running and pending tasks (with why each waits); --all adds finished ones."""
+    """List running and pending tasks (with why each waits); --all adds finished ones.
+
+    A started run's row shows its latest epoch metrics (--json: ``latest_metrics``, else null).
+    """
     client = connect_client(address, create=False)
     rows = client.get_task_info(include_finished=all_)
     if as_json:
-        print_json(rows)
+        print_json(with_latest_metrics(rows))
         return
     if not rows:
         typer.echo("no tasks" if all_ else "no running or pending tasks (`--all` shows finished ones)")

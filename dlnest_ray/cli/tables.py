@@ -6,6 +6,7 @@ Only rich is imported here (no Ray): the rows are the plain dicts the center ret
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -16,11 +17,14 @@ __all__ = [
     "console",
     "devices_table",
     "duration",
+    "latest_metrics_text",
     "print_json",
     "settings_table",
     "stamp",
     "task_devices",
+    "task_latest_metrics",
     "tasks_table",
+    "with_latest_metrics",
 ]
 
 STATUS_STYLE = {
@@ -93,7 +97,69 @@ def _phase_note(task: Mapping[str, Any]) -> str:
     return f" ({phase})" if task.get("status") == "RUNNING" and phase and phase != "running" else ""
 
 
+# ------------------------------------------------------------------------------------ latest metrics
+LATEST_KEYS = 3  # log scalars shown in a task row: the first ones of the metrics file, in its order
+_STARTED = ("RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
+_NOT_LOG = ("epoch", "step", "wall_time")
+
+
+def task_latest_metrics(task: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The last metrics row of a training task that has started (running or ended), read from
+    ``<package>/metrics.parquet``; None for pending tasks, analyzers, tasks that never ran (a continue
+    deleted while pending would otherwise show the previous run's numbers) and packages without a
+    readable file. Never raises: pyarrow is imported here, on first use, not with the CLI."""
+    if task.get("kind", "T") != "T" or task.get("status") not in _STARTED or task.get("started_at") is None:
+        return None
+    package = task.get("package")
+    if not package:
+        return None
+    from ..savepack.metrics import latest_metrics
+
+    return latest_metrics(Path(str(package)))
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # nan, inf, -inf
+    return f"{value:.4g}" if isinstance(value, (int, float)) else str(value)
+
+
+def latest_metrics_text(row: Mapping[str, Any] | None, *, keys: int = LATEST_KEYS) -> str:
+    """``ep 3 loss 0.07123 acc 0.982``: the epoch and the first ``keys`` log scalars that have a value,
+    with 4 significant digits; ``""`` for no row."""
+    if not row:
+        return ""
+    parts = [f"ep {row['epoch']}"] if row.get("epoch") is not None else []
+    shown = 0
+    for key, value in row.items():
+        if shown >= keys:
+            break
+        if key in _NOT_LOG or value is None:
+            continue
+        parts.append(f"{key} {_number(value)}")
+        shown += 1
+    return " ".join(parts)
+
+
+def _json_value(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def with_latest_metrics(tasks: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The task rows for ``tasks --json``, each with ``latest_metrics``: its last metrics row (all
+    columns; NaN and infinities as null, for strict JSON) or null (see :func:`task_latest_metrics`)."""
+    out: list[dict[str, Any]] = []
+    for t in tasks:
+        row = task_latest_metrics(t)
+        latest = {k: _json_value(v) for k, v in row.items()} if row is not None else None
+        out.append({**t, "latest_metrics": latest})
+    return out
+
+
 def tasks_table(tasks: Sequence[Mapping[str, Any]], *, title: str) -> Any:
+    """The task list as a rich Table; a started training task's ``latest`` cell shows its last metrics
+    row (:func:`latest_metrics_text`), read from its package (the CLI shares the packages' filesystem)."""
+    from rich.markup import escape
     from rich.table import Table
 
     now = time.time()
@@ -107,6 +173,7 @@ def tasks_table(tasks: Sequence[Mapping[str, Any]], *, title: str) -> Any:
         ("description", {}),
         ("submitted", {"no_wrap": True}),
         ("ran", {"justify": "right", "no_wrap": True}),
+        ("latest", {"overflow": "fold"}),
         ("wait reason / error", {"overflow": "fold"}),
     ):
         table.add_column(name, **kw)
@@ -120,11 +187,14 @@ def tasks_table(tasks: Sequence[Mapping[str, Any]], *, title: str) -> Any:
             f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]" + _phase_note(t),
             task_devices(t),
             mb_text,
-            Path(str(t.get("package", ""))).name,
-            str(t.get("description") or ""),
+            # user text (names, descriptions, errors, metric names) is escaped: `KeyError: '[model]'`
+            # would otherwise lose `[model]` as a style tag
+            escape(Path(str(t.get("package", ""))).name),
+            escape(str(t.get("description") or "")),
             stamp(t.get("submitted_at")),
             _ran(t, now),
-            _note(t),
+            escape(latest_metrics_text(task_latest_metrics(t))),
+            escape(_note(t)),
         )
     return table
 

@@ -3,8 +3,9 @@
 Per batch: move data to the device, ``run_one_step``, visualize if ``need_visualize`` (rank 0 only
 under DDP). After the epoch: ``command_line_output``, validate if ``need_validation`` (all ranks), save
 if ``need_save_model`` (rank 0 writes, every rank waits at a barrier until the state is captured),
-holding it in the consistent track if ``hold_this_checkpoint``; then a metrics row, ``after_one_epoch``,
-and on while ``need_continue_train``. Every stage has before/after hooks; ``"Skip"`` skips the stage.
+holding it in the consistent track if ``hold_this_checkpoint``; then a metrics row (and TensorBoard
+scalars when the config enables them), ``after_one_epoch``, and on while ``need_continue_train``.
+Every stage has before/after hooks; ``"Skip"`` skips the stage.
 
 A user exception anywhere ends the run: ``train_aborting`` prints the traceback into the output,
 ``after_all`` still runs, pending checkpoint writes finish, the process group is destroyed, and
@@ -44,6 +45,7 @@ from .distributed import (
 from .loader import load_user_classes
 from .output import ConsoleSink, OutputTee
 from .status import EnvType, Phase, RunningStatus
+from .tensorboard import EpochScalars
 
 __all__ = ["StopRequested", "TrainObserver", "TrainOptions", "TrainResult", "move_to_device", "train"]
 
@@ -164,6 +166,7 @@ class _Run:
         self.seed = pkg.seed if pkg.seed is not None else 0
         self.status: RunningStatus = RunningStatus()
         self.last_ckpt: int | None = None
+        self.tb: EpochScalars | None = None  # rank 0's TensorBoard writer when the config enables it
 
     def _notify(self, method: str, *args: Any) -> None:
         if self.opts.observer is not None and self.status.is_main:
@@ -184,6 +187,10 @@ class _Run:
             if st.is_main:
                 self.pkg.remove_temp_files()
                 segment = self.pkg.begin_segment(self._segment_info(state))
+            first_epoch = int(state.get("finished_epoch", -1)) + 1 if state else 0
+            self.tb = EpochScalars.for_run(
+                self.args, self.path, main=st.is_main, first_epoch=first_epoch, resume=state is not None
+            )
             classes = load_user_classes(self.args, self.path)
             comps = new_components(classes, self.args, st, package=self.pkg)
             init_components(comps, classes, self.args, st, state=state)
@@ -202,6 +209,8 @@ class _Run:
         if comps is not None:
             err = self._guard(lambda: call_hook(comps.life_cycle, "after", "all"))
             failure = failure or err
+        if self.tb is not None:
+            self._guard(self.tb.close)  # TensorBoard events are a view: failing to close them fails no run
         flush_err = self._guard(self.pkg.flush) if st.is_main else None
         failure = failure or flush_err
         self._guard(destroy_process_group)
@@ -349,6 +358,8 @@ class _Run:
                 call_hook(lc, "after", "save_model")
                 if metrics is not None:
                     row = metrics.append(epoch=epoch, step=c.global_step, wall_time=time.time(), log=c.log)
+                    if self.tb is not None:
+                        self.tb.add_epoch(row)
                     self._notify("epoch_finished", epoch, row)
             call_hook(lc, "after", "one_epoch")
             if not lc.need_continue_train(c.finished_epoch, c.log, args):

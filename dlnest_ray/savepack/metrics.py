@@ -8,6 +8,7 @@ of those. Keys that appear later get nulls in earlier rows. The file is rewritte
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import numbers
@@ -17,7 +18,7 @@ from typing import Any
 
 from ..atomic import atomic_write_bytes
 
-__all__ = ["METRICS_FILE", "MetricsLog", "read_metrics", "scalar_row"]
+__all__ = ["METRICS_FILE", "MetricsLog", "latest_metrics", "read_metrics", "scalar_row"]
 
 METRICS_FILE = "metrics.parquet"
 _RESERVED = ("epoch", "step", "wall_time")
@@ -99,3 +100,40 @@ def read_metrics(path: Path) -> Any:
     if p.is_dir():
         p = p / METRICS_FILE
     return pq.read_table(p)
+
+
+def latest_metrics(path: Path) -> dict[str, Any] | None:
+    """The last row of ``path``'s metrics (a package folder or the parquet file) as a dict — ``epoch``,
+    ``step``, ``wall_time`` and the log's scalars (None where the row has no value) — or None when there
+    is no file, no row, or the file cannot be read (being replaced, truncated, not parquet): callers are
+    status displays, which show nothing rather than fail.
+
+    Cheap enough to call for every row of a task list on every refresh: only the last row group is
+    decoded, and the answer is cached until the file's modification time or size changes.
+    """
+    p = Path(path)
+    if p.is_dir():
+        p = p / METRICS_FILE
+    try:
+        st = p.stat()
+    except OSError:
+        return None
+    row = _last_row(str(p), st.st_mtime_ns, st.st_size)
+    return dict(row) if row is not None else None
+
+
+@functools.lru_cache(maxsize=256)
+def _last_row(path: str, mtime_ns: int, size: int) -> dict[str, Any] | None:
+    del mtime_ns, size  # cache keys only: a rewritten file (atomic rename) has a new mtime or size
+    try:
+        import pyarrow.parquet as pq
+
+        with pq.ParquetFile(path) as f:
+            if f.metadata.num_rows == 0:
+                return None
+            last = next(i for i in reversed(range(f.num_row_groups)) if f.metadata.row_group(i).num_rows)
+            group = f.read_row_group(last)
+            rows = group.slice(group.num_rows - 1).to_pylist()
+    except Exception:  # pyarrow's own error types, OSError, a file replaced while read...
+        return None
+    return rows[0] if rows else None
