@@ -175,3 +175,13 @@ def test_importing_the_tables_imports_no_pyarrow():
     code = "import sys, dlnest_ray.cli.tables, dlnest_ray.cli.queue; print('pyarrow' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "False"
+
+
+def test_the_shell_task_pane_shows_the_latest_metrics(trained):
+    from dlnest_ray.cli.shell.panes import tasks_fragments
+
+    last = read_metrics(trained).to_pylist()[-1]
+    text = "".join(t for _, t in tasks_fragments([task(trained, "RUNNING")], 250))
+    assert expected_text(last) in text, text
+    failed = "".join(t for _, t in tasks_fragments([task(trained, "FAILED", error="boom")], 250))
+    assert "boom" in failed and "ep 1" not in failed  # the error wins over the numbers

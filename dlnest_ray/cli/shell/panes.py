@@ -127,9 +127,11 @@ def _note(task: Mapping[str, Any]) -> str:
     status = str(task.get("status"))
     if status == "PENDING":
         return str(task.get("wait_reason") or "")
-    if status in ("FAILED", "CANCELLED"):
-        return str(task.get("error") or "")
-    return ""
+    if status in ("FAILED", "CANCELLED") and task.get("error"):
+        return str(task["error"])
+    from ..tables import latest_metrics_text, task_latest_metrics  # cached per file: cheap every refresh
+
+    return latest_metrics_text(task_latest_metrics(task))
 
 
 def _mb(task: Mapping[str, Any]) -> str:
@@ -176,7 +178,7 @@ def tasks_fragments(
     desc_w = min(20, (rest - package_w) // 2)
     note_w = max(0, rest - package_w - desc_w - 2)
     widths = [w for _, w in fixed] + [package_w, desc_w, note_w]
-    names = [n for n, _ in fixed] + ["package", "description", "wait reason / error"]
+    names = [n for n, _ in fixed] + ["package", "description", "wait reason / error / latest"]
     out: Fragments = []
     if error:
         out += [("fg:ansired", _fit(error, width).rstrip()), ("", "\n")]
