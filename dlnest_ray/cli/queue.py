@@ -340,6 +340,11 @@ def watch(
         return 130
     if offset and not _ends_with_newline(path):
         typer.echo("")
+    from .tables import latest_metrics_text, task_latest_metrics
+
+    latest = latest_metrics_text(task_latest_metrics(task))
+    if latest:  # the run's task row, as `tasks` and the shell show it
+        typer.echo(f"latest: {latest}")
     error = str(task.get("error") or "")
     if status != "SUCCEEDED":
         raise DlnestError(f"{task_id} {status}" + (f": {error}" if error else ""))

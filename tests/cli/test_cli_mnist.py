@@ -88,3 +88,45 @@ def test_analyze_without_a_checkpoint(mnist_run, mnist_dir):
     assert "MNISTCNN" in result.stdout and "Parameters:" in result.stdout
     assert "result:" not in result.stdout  # the script returns None
     assert snapshot(pkg) == before
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and data.endswith(b"IEND\xaeB`\x82")
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_metrics_of_the_mnist_package(mnist_run, tmp_path):
+    pytest.importorskip("matplotlib")
+    _, pkg, _ = mnist_run
+    row = read_metrics(pkg).to_pylist()[-1]
+    shown = run_cli("metrics", pkg, "--json")
+    assert shown.returncode == 0, str(shown)
+    assert json.loads(shown.stdout)["rows"][-1]["acc"] == row["acc"]
+    plot = tmp_path / "curves.png"
+    drawn = run_cli("metrics", pkg, "--keys", "loss,acc", "--plot", plot)
+    assert drawn.returncode == 0, str(drawn)
+    assert f"{row['acc']:g}"[:5] in drawn.stdout
+    assert _png_size(plot) == (800, 500)
+
+
+def test_compare_the_mnist_package_with_a_variant(mnist_run, tmp_path):
+    """A copy of the package whose recorded lr differs: compare names that key and both runs' metrics."""
+    import shutil
+
+    pytest.importorskip("matplotlib")
+    _, pkg, _ = mnist_run
+    variant = tmp_path / "variant"
+    shutil.copytree(pkg, variant)
+    args = json.loads((variant / "args.json").read_text())
+    args["model_config"]["lr"] = 0.003
+    (variant / "args.json").write_text(json.dumps(args))
+    got = run_cli("compare", pkg, variant, "--json")
+    assert got.returncode == 0, str(got)
+    data = json.loads(got.stdout)
+    assert json.dumps(data).count("model_config.lr") >= 1 and "root_file_path" not in got.stdout
+    plot = tmp_path / "acc.png"
+    drawn = run_cli("compare", pkg, variant, "--plot", plot, "--metric", "acc")
+    assert drawn.returncode == 0, str(drawn)
+    assert "model_config.lr" in drawn.stdout and "0.003" in drawn.stdout
+    assert _png_size(plot) == (800, 500)

@@ -218,6 +218,7 @@ def test_watch_follows_a_run_to_its_end(cluster: Cluster) -> None:
     assert proc.returncode == 0, text + err.decode()
     assert text.index("waiting at the gate") < text.index("Epoch #0 finished")  # printed while following
     assert text.rstrip().splitlines()[-1] == "T_0001 SUCCEEDED"
+    assert text.rstrip().splitlines()[-2].startswith("latest: ep 0 loss ")  # the run's latest metrics
     package_output = Path(cluster.state["a"]["package"]) / "_output.txt"
     assert package_output.read_text() in text
     tasks = wait_for(
