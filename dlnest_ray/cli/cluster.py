@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["AddressOpt", "HomeOpt", "connect_client", "down", "resolve_address", "up"]
 
 DEFAULT_GCS_PORT = 6379
+RAY_WORKER_PORTS = (10002, 19999)  # `ray start`'s default --min/--max-worker-port
 DEFAULT_DASHBOARD_PORT = 8265
 DOWN_WAIT_S = 60.0
 STOP_GRACE_S = 10.0
@@ -241,6 +242,11 @@ def up(
     state = _home(home)
     if num_gpus is not None and num_gpus < 0:
         raise DlnestError("--num-gpus must be 0 or more")
+    if not 1 <= port <= 65535 or RAY_WORKER_PORTS[0] <= port <= RAY_WORKER_PORTS[1]:
+        raise DlnestError(
+            f"--port {port} cannot be the GCS port: use 1-65535 outside {RAY_WORKER_PORTS[0]}-"
+            f"{RAY_WORKER_PORTS[1]}, which Ray keeps for its workers (default {DEFAULT_GCS_PORT})"
+        )
     resolved = resolve_address(address, state)
     head = _read_head(state)
     started = None

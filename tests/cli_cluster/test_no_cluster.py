@@ -11,6 +11,7 @@ from tests.cli.helpers import single_error_line
 from .helpers import cli
 
 COMMANDS = ["up", "down", "run", "continue", "tasks", "devices", "del", "config", "log", "watch"]
+COMMANDS += ["analyze", "exp", "shell", "metrics", "compare"]
 NOWHERE = "127.0.0.1:1"  # nothing listens on port 1
 
 
@@ -36,6 +37,9 @@ def test_every_command_says_no_cluster_in_one_line(tmp_path: Path) -> None:
         ["watch", "T_0001"],
         ["run", config, "--memory", "6000"],
         ["continue", tmp_path / "package"],
+        ["analyze", tmp_path / "package"],
+        ["exp", "A_0001", "getAcc"],
+        ["watch", "A_0001"],
     ):
         result = cli(*args, env=env, timeout=60)
         line = single_error_line(result)
@@ -48,6 +52,18 @@ def test_every_command_says_no_cluster_in_one_line(tmp_path: Path) -> None:
 def test_up_refuses_an_address_nobody_answers(tmp_path: Path) -> None:
     result = cli("up", "--address", NOWHERE, "--home", tmp_path / "home", timeout=60)
     assert "nothing answers at" in single_error_line(result)
+    assert not (tmp_path / "home" / "head.json").exists()
+
+
+def test_the_shell_needs_a_terminal(tmp_path: Path) -> None:
+    result = cli("shell", env={"DLNEST_RAY_HOME": str(tmp_path)}, timeout=60)
+    assert "the shell needs a terminal" in single_error_line(result)
+
+
+def test_up_refuses_a_port_ray_keeps_for_workers(tmp_path: Path) -> None:
+    for port in ("16399", "0", "70000"):
+        result = cli("up", "--port", port, "--home", tmp_path / "home", timeout=60)
+        assert f"--port {port} cannot be the GCS port" in single_error_line(result)
     assert not (tmp_path / "home" / "head.json").exists()
 
 
