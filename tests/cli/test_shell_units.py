@@ -65,6 +65,16 @@ def test_log_pane_follows_the_end_and_splits_embedded_newlines() -> None:
     assert text_of(log_fragments([], empty="nothing")) == "nothing"
 
 
+def test_a_scrolled_back_pane_puts_the_cursor_on_an_earlier_line() -> None:
+    lines = [[("", f"l{i}")] for i in range(10)]
+    out = log_fragments(lines, back=3, tail=4)
+    assert text_of(out) == "\n".join(f"l{i}" for i in range(3, 10))  # the tail grows by what is scrolled
+    at = out.index(CURSOR)
+    assert text_of(out[:at]).endswith("l6") and text_of(out[at:]).startswith("\nl7")
+    assert log_fragments(lines, back=99).index(CURSOR) == 1  # clamped to the first line
+    assert log_fragments(lines, back=0)[-1] == CURSOR
+
+
 def test_ansi_output_becomes_styled_lines() -> None:
     lines = ansi_fragments("\x1b[31merror: bad\x1b[0m\nplain\n")
     assert lines == [[("ansired", "error: bad")], [("", "plain")]]

@@ -107,7 +107,10 @@ class Shell:
             accept_handler=self._accept,
         )
         self.center = SizedControl(lambda c: log_fragments(self._snap.center, empty="no messages yet"))
-        self.output = SizedControl(lambda c: log_fragments(self._snap.output, empty=self._output_hint()))
+        self.output_back = 0  # lines the output pane is scrolled back from its end (PageUp/PageDown)
+        self.output = SizedControl(
+            lambda c: log_fragments(self._snap.output, empty=self._output_hint(), back=self.output_back)
+        )
         self.messages = SizedControl(lambda c: log_fragments(self._snap.messages, empty=HINT))
         self.tasks = SizedControl(
             lambda c: tasks_fragments(self._snap.tasks, c.width, error=self._snap.error)
@@ -127,7 +130,10 @@ class Shell:
 
     # ------------------------------------------------------------------------------------------ layout
     def _refresh_snapshot(self) -> None:
+        watched = self._snap.watched
         self._snap = self.state.snapshot()  # one consistent copy per frame, taken in the UI thread
+        if self._snap.watched != watched:  # another pane content: start at its end
+            self.output_back = 0
 
     def _output_hint(self) -> str:
         if self._snap.watched is None:
@@ -215,7 +221,11 @@ class Shell:
             parts.append(f"{self._snap.busy} command(s) running")
         if self._snap.error:
             parts.append("center: " + self._snap.error[:60])
-        parts.append("Tab completes · ↑↓ history · `help` · Ctrl-D/`exit` leaves (tasks keep running)")
+        if self.output_back:
+            parts.append(f"output scrolled back {self.output_back} lines (PageDown)")
+        parts.append(
+            "Tab completes · ↑↓ history · PgUp/PgDn scroll · Ctrl-D/`exit` leaves (tasks keep running)"
+        )
         return [("class:status", " | ".join(parts))]
 
     def _keys(self) -> KeyBindings:
@@ -226,6 +236,18 @@ class Shell:
         @keys.add("c-d", filter=empty)
         def _leave(event: KeyPressEvent) -> None:
             event.app.exit()
+
+        def page() -> int:
+            info = self.windows["output"].render_info
+            return max(1, (info.window_height if info is not None else 10) - 1)
+
+        @keys.add("pageup")
+        def _back(event: KeyPressEvent) -> None:  # scroll the output pane back (it stops following)
+            self.output_back = min(self.output_back + page(), max(0, len(self._snap.output) - 1))
+
+        @keys.add("pagedown")
+        def _forward(event: KeyPressEvent) -> None:  # at the end again, it follows new lines
+            self.output_back = max(0, self.output_back - page())
 
         return keys
 

@@ -65,7 +65,7 @@ HELP = """commands (as `dlnest-ray COMMAND`; `COMMAND --help` shows its options)
   watch ID / withdraw             show an analyzer's (or a run's) output in the right pane / stop
   del ID...   tasks [--all]   devices   config [--devices ...]   log [--clear]   new DIR
   metrics PACKAGE   compare PACKAGE...   clear (this pane)   exit (tasks keep running)
-keys: Tab completes, Up/Down history, Ctrl-D or Ctrl-C leaves"""
+keys: Tab completes, Up/Down history, PageUp/PageDown scroll the output pane, Ctrl-D or Ctrl-C leaves"""
 
 
 @dataclass(kw_only=True, frozen=True)

@@ -95,18 +95,28 @@ def ansi_fragments(text: str) -> list[Fragments]:
     return lines
 
 
-def log_fragments(lines: Iterable[Fragments], *, empty: str = "", tail: int = 400) -> Fragments:
+def log_fragments(
+    lines: Iterable[Fragments], *, empty: str = "", tail: int = 400, back: int = 0
+) -> Fragments:
     """The last ``tail`` lines (more could never be visible), newline-joined, with the cursor marker
-    after the last one so the pane follows the end; ``empty`` (dim) when there is nothing."""
-    chosen = list(lines)[-tail:]
+    after the last one so the pane follows the end; ``empty`` (dim) when there is nothing. ``back`` > 0
+    (scrolled back) puts the marker ``back`` lines before the end instead, so the pane shows that line
+    at its bottom; it is clamped to the first line."""
+    everything = list(lines)
+    back = max(0, back)
+    chosen = everything[-(tail + back) :]
     if not chosen:
         return [("class:dim", empty), CURSOR] if empty else [CURSOR]
+    mark = max(0, len(chosen) - 1 - back)  # the line the marker follows
     out: Fragments = []
     for i, line in enumerate(chosen):
         if i:
             out.append(("", "\n"))
         out.extend(line)
-    out.append(CURSOR)
+        if i == mark and i != len(chosen) - 1:
+            out.append(CURSOR)
+    if mark == len(chosen) - 1:
+        out.append(CURSOR)
     return out
 
 
