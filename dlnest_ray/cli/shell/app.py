@@ -223,9 +223,7 @@ class Shell:
             parts.append("center: " + self._snap.error[:60])
         if self.output_back:
             parts.append(f"output scrolled back {self.output_back} lines (PageDown)")
-        parts.append(
-            "Tab completes · ↑↓ history · PgUp/PgDn scroll · Ctrl-D/`exit` leaves (tasks keep running)"
-        )
+        parts.append("Tab completes · ↑↓ history · PgUp/PgDn scroll · Ctrl-D leaves (tasks keep running)")
         return [("class:status", " | ".join(parts))]
 
     def _keys(self) -> KeyBindings:
