@@ -1,4 +1,4 @@
-"""The run supervisor: one detached actor per run, named after its task (``T_0007``).
+"""The run supervisor: one detached actor per task; a run's is named after it (``T_0007``).
 
 It creates a placement group pinned to the node the policy chose, one bundle per rank
 (``{"CPU": c, "GPU": mb / gpu_total_mb}``), starts one Ray task per rank with ``CUDA_VISIBLE_DEVICES``
@@ -11,6 +11,10 @@ Cancel: the ranks' stop file is written (they stop between steps, or at the next
 running ``train_aborting``/``after_all``); after a grace period the rank tasks are force-cancelled and
 their process groups killed. A run killed mid-save leaves its last valid checkpoint loadable (writes
 are atomic and verified).
+
+An analyzer task (``A_0003``) is supervised the same way, with one bundle: instead of rank tasks the
+supervisor (named ``A_0003.supervisor``) starts the detached analyzer actor ``A_0003`` in the group,
+waits for it to load, and keeps it until the task is deleted (then closes and kills it) or it dies.
 """
 
 from __future__ import annotations
