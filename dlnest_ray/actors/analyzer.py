@@ -340,11 +340,13 @@ class AnalyzerActor:
             job.end = self.output.end if job.start >= 0 else job.start
             job.ended_at = time.time()
             job.error = error
-            job.state = state
         took = "" if job.started_at is None else f" in {job.ended_at - job.started_at:.2f} s"
         self._note(
             f"exp {job.job} {job.script}: {state.value.lower()}{took}" + (f" ({error})" if error else "")
         )
+        with self._lock:  # ended only now: whoever waits for the end also finds the closing line
+            job.state = state
+        self.output.notify()
 
     def _interrupt(self, job: Job, reason: str) -> None:
         with self._lock:

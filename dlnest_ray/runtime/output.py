@@ -33,6 +33,31 @@ def fd_console_sink(fd: int) -> ConsoleSink:
     return write
 
 
+def _flush_std() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+
+
+def _redirect_into(w: int) -> tuple[TextIO, TextIO]:
+    """Point fd 1 and 2 at ``w`` (then closed) and ``sys.stdout``/``sys.stderr`` at them; returns the
+    previous ``sys`` streams."""
+    os.dup2(w, 1)
+    os.dup2(w, 2)
+    os.close(w)
+    saved = (sys.stdout, sys.stderr)
+    sys.stdout, sys.stderr = _text_stream(1), _text_stream(2)
+    return saved
+
+
+def _restore(saved_fds: tuple[int, int], saved_sys: tuple[TextIO, TextIO]) -> None:
+    """Undo :func:`_redirect_into` (flushing first); ``saved_fds`` stay open."""
+    _flush_std()
+    sys.stdout, sys.stderr = saved_sys
+    os.dup2(saved_fds[0], 1)
+    os.dup2(saved_fds[1], 2)
+
+
 def _text_stream(fd: int) -> TextIO:
     """A line-buffered text stream on ``fd`` that leaves the descriptor open when closed."""
     return open(fd, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
@@ -55,9 +80,7 @@ class OutputTee:
         self._read_fd = -1
 
     def __enter__(self) -> OutputTee:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
+        _flush_std()
         self._saved = (os.dup(1), os.dup(2))
         self.console_fd = os.dup(self._saved[0])
         sink: ConsoleSink | None
@@ -72,11 +95,7 @@ class OutputTee:
             target=self._pump, args=(r, out, sink), name="dlnest-output", daemon=True
         )
         self._reader.start()
-        os.dup2(w, 1)
-        os.dup2(w, 2)
-        os.close(w)
-        self._saved_sys = (sys.stdout, sys.stderr)
-        sys.stdout, sys.stderr = _text_stream(1), _text_stream(2)
+        self._saved_sys = _redirect_into(w)
         return self
 
     @staticmethod
@@ -98,12 +117,7 @@ class OutputTee:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         assert self._saved_sys is not None
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-        sys.stdout, sys.stderr = self._saved_sys
-        os.dup2(self._saved[0], 1)
-        os.dup2(self._saved[1], 2)
+        _restore(self._saved, self._saved_sys)
         for fd in self._saved:
             os.close(fd)
         # The pipe ends when every writer is gone; a forked child (a DataLoader worker) may still hold it.
@@ -140,25 +154,17 @@ class LineCapture:
         self._reader: threading.Thread | None = None
 
     def start(self) -> LineCapture:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
+        _flush_std()
         self._saved = (os.dup(1), os.dup(2))
         r, w = os.pipe()
         self._reader = threading.Thread(target=self._pump, args=(r,), name="dlnest-capture", daemon=True)
         self._reader.start()
-        os.dup2(w, 1)
-        os.dup2(w, 2)
-        os.close(w)
-        self._saved_sys = (sys.stdout, sys.stderr)
-        sys.stdout, sys.stderr = _text_stream(1), _text_stream(2)
+        self._saved_sys = _redirect_into(w)
         return self
 
     def sync(self, timeout: float = 5.0) -> bool:
         """Wait until everything written so far has reached ``on_lines``; False on timeout."""
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
+        _flush_std()
         with self._cond:
             self._sent += 1
             n = self._sent
@@ -213,13 +219,8 @@ class LineCapture:
         """Restore fd 1/2 and ``sys.stdout``/``sys.stderr``; the reader drains and ends."""
         if self._saved_sys is None:
             return
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-        sys.stdout, sys.stderr = self._saved_sys
+        _restore(self._saved, self._saved_sys)
         self._saved_sys = None
-        os.dup2(self._saved[0], 1)
-        os.dup2(self._saved[1], 2)
         if self._reader is not None:
             self._reader.join(timeout=5)
         for fd in self._saved:
