@@ -148,14 +148,17 @@ class AnalyzerActor:
                 lines: dict[str, Any] = {"offset": offset, "end": offset, "missed": 0, "lines": []}
             else:
                 lines = self.output.read(max(offset, j.start))
-                if state.is_terminal():
-                    keep = max(0, j.end - lines["offset"])
+                # The end is known before the state flips (the closing line is written between):
+                # clip by the end itself, or that line could leak into the job's output.
+                if (end := j.end) >= 0:
+                    keep = max(0, end - lines["offset"])
                     lines["lines"] = lines["lines"][:keep]
-                    lines["end"] = max(lines["offset"], min(lines["end"], j.end))
+                    lines["end"] = max(lines["offset"], min(lines["end"], end))
             remaining = deadline - time.monotonic()
             if lines["lines"] or state.is_terminal() or remaining <= 0:
                 return {**lines, "job": j.to_json()}
-            after = None if state is JobState.QUEUED else int(lines["end"])
+            # Queued, or every line of the job read: only its state can move next.
+            after = None if state is JobState.QUEUED or j.end >= 0 else int(lines["end"])
 
             def moved(seen: JobState = state) -> bool:
                 return j.state is not seen

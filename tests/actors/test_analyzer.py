@@ -116,9 +116,8 @@ def test_loads_the_latest_checkpoint_and_runs_a_script(trained):
 def test_state_persists_between_scripts_and_edits_take_effect(trained):
     with running(trained) as actor:
         _, scripts = trained
-        assert actor.run_script("store") == 1 or True  # earlier tests may not have run store
-        before = actor.run_script("store.py")
-        assert actor.run_script("store") == before + 1
+        assert actor.run_script("store") == 1  # a fresh analyzer: nothing stored yet
+        assert actor.run_script("store.py") == 2
         edited = scripts / "edited.py"
         edited.write_text("def experience(self):\n    print('first version')\n")
         first = actor.submit("edited")["job"]
@@ -144,6 +143,28 @@ def test_a_raising_script_shows_its_traceback_and_the_analyzer_goes_on(trained):
         with pytest.raises(ScriptFailed, match="ValueError: boom"):
             actor.run_script("boom")
         assert actor.run_script("acc") is not None
+
+
+def test_a_poll_between_the_closing_line_and_the_end_sees_only_the_job(trained, monkeypatch):
+    """The closing ``## exp`` line is written before the job's state flips: a follower polling in
+    that window must still get the job's own lines only (CI once printed the closing line)."""
+    with running(trained) as actor:
+        seen: list[dict] = []
+        note = actor._note
+
+        def note_then_poll(message: str) -> None:
+            note(message)
+            ours = current is not None and message.startswith(f"exp {current} ")
+            if ours and "started" not in message:  # the closing line is in, the job has not ended yet
+                seen.append(actor.poll(current, 0, wait_s=0))
+
+        current: int | None = None
+        monkeypatch.setattr(actor, "_note", note_then_poll)
+        current = actor.submit("acc")["job"]
+        done = wait_done(actor, current)
+        assert len(seen) == 1 and seen[0]["job"]["state"] == "RUNNING"
+        assert seen[0]["lines"] == job_lines(actor, current) == [f"acc {done['result']}"]
+        assert seen[0]["end"] == done["end"]
 
 
 def test_jobs_run_one_after_another_in_submit_order(trained):
