@@ -144,7 +144,7 @@ class AnalyzerActor:
         deadline = time.monotonic() + max(0.0, wait_s)
         while True:
             state = j.state
-            if state is JobState.QUEUED:
+            if state is JobState.QUEUED or j.start < 0:  # not started (or dropped before it started)
                 lines: dict[str, Any] = {"offset": offset, "end": offset, "missed": 0, "lines": []}
             else:
                 lines = self.output.read(max(offset, j.start))
@@ -285,15 +285,15 @@ class AnalyzerActor:
 
     def _run(self, job: Job) -> None:
         timer: threading.Timer | None = None
-        with self._lock:
+        with self._lock:  # checked and claimed at once: a cancel lands either before or after
             if job.state is not JobState.QUEUED:
                 return  # cancelled while it waited
+            job.state = JobState.RUNNING
+            self._current = job
         self._note(f"exp {job.job} {job.script}: started")
         with self._lock:
             job.start = self.output.end
             job.started_at = time.time()
-            job.state = JobState.RUNNING
-            self._current = job
         self.output.notify()
         if job.timeout_s is not None:
             timer = threading.Timer(

@@ -106,24 +106,42 @@ def remove_center() -> None:
                 ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
 
 
-def call(method: Any, *args: Any, **kwargs: Any) -> Any:
-    """``ray.get(method.remote(...))`` with the center's DlnestError re-raised as itself."""
+def call(method: Any, *args: Any, retry_s: float = 0.0, **kwargs: Any) -> Any:
+    """``ray.get(method.remote(...))`` with the center's DlnestError re-raised as itself.
+
+    ``retry_s`` > 0 (only for calls that change nothing): while the center is restarting, retry for up
+    to that long. Ray restarts the center at once, but a handle taken before the restart can report it
+    unavailable for a moment after it is back; a changing call is never retried, because Ray cannot say
+    whether it ran."""
+    import time
+
     import ray
 
-    try:
-        return ray.get(method.remote(*args, **kwargs))
-    except ray.exceptions.RayTaskError as e:
-        cause = getattr(e, "cause", None)
-        if isinstance(cause, DlnestError):
-            raise cause from None
-        raise
-    except ray.exceptions.RayActorError as e:
-        raise DlnestError(f"the center is unavailable ({type(e).__name__}); retry in a few seconds") from e
+    deadline = time.monotonic() + retry_s
+    while True:
+        try:
+            return ray.get(method.remote(*args, **kwargs))
+        except ray.exceptions.RayTaskError as e:
+            cause = getattr(e, "cause", None)
+            if isinstance(cause, DlnestError):
+                raise cause from None
+            raise
+        except ray.exceptions.RayActorError as e:
+            if time.monotonic() < deadline:
+                time.sleep(0.25)
+                continue
+            what = type(e).__name__
+            raise DlnestError(f"the center is unavailable ({what}); retry in a few seconds") from e
 
 
-def _op(name: str) -> Callable[..., Any]:
+READ_RETRY_S = 30.0  # a center restart (state reload included) takes a few seconds
+
+
+def _op(name: str, *, reads: bool = False) -> Callable[..., Any]:
+    retry_s = READ_RETRY_S if reads else 0.0
+
     def method(self: Client, *args: Any, **kwargs: Any) -> Any:
-        return call(getattr(self.center, name), *args, **kwargs)
+        return call(getattr(self.center, name), *args, retry_s=retry_s, **kwargs)
 
     method.__name__ = name
     method.__doc__ = f"The center's ``{name}`` (DLNest's /{name} operation)."
@@ -141,14 +159,14 @@ class Client(AnalyzerOps):
     run_train = _op("run_train")
     continue_train = _op("continue_train")
     del_task = _op("del_task")
-    get_task_info = _op("get_task_info")
-    get_devices_info = _op("get_devices_info")
-    get_dlnest_output = _op("get_dlnest_output")
+    get_task_info = _op("get_task_info", reads=True)
+    get_devices_info = _op("get_devices_info", reads=True)
+    get_dlnest_output = _op("get_dlnest_output", reads=True)
     clear = _op("clear")
     change_devices = _op("change_devices")
     change_delay = _op("change_delay")
     change_max_task_per_device = _op("change_max_task_per_device")
-    get_settings = _op("get_settings")
+    get_settings = _op("get_settings", reads=True)
     analyze = _op("analyze")
     get_DLNest_output = get_dlnest_output  # DLNest's name
 

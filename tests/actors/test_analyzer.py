@@ -205,6 +205,7 @@ def test_cancel_drops_a_queued_job_and_stops_a_running_one(trained):
         actor.cancel_job(spinning)
         assert wait_done(actor, spinning)["state"] == "INTERRUPTED"
         assert actor.job(queued)["start"] == -1  # it never ran
+        assert actor.poll(queued, 0, wait_s=0)["lines"] == []  # so it has no output
 
 
 @pytest.mark.parametrize("name", ["../outside", "../proj/root_config.json", "/etc/hostname", "sub/../../x"])

@@ -73,11 +73,12 @@ def wait_for(pred: Callable[[], bool], timeout: float = 180.0, what: str = "cond
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def run(*args: object) -> Cli:
-    """The CLI in this process (already connected to the test's Ray): exit code, stdout, stderr."""
+def run(*args: object, out: io.StringIO | None = None) -> Cli:
+    """The CLI in this process (already connected to the test's Ray): exit code, stdout, stderr.
+    ``out``: the buffer stdout goes to (another thread may read it while the command runs)."""
     from dlnest_ray.cli.app import main
 
-    out, err = io.StringIO(), io.StringIO()
+    out, err = out or io.StringIO(), io.StringIO()
     code = 0
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
@@ -275,10 +276,12 @@ def test_watch_from_a_wrapped_offset_then_del_releases_the_gpu(client: Any, anal
     gpu = tasks(client)[analyzer]["gpus"][0]
     assert reserved(client)[gpu] >= 14400
     watched: list[Cli] = []
-    watcher = threading.Thread(target=lambda: watched.append(run("watch", analyzer, "--from", "0")))
+    seen = io.StringIO()
+    watcher = threading.Thread(target=lambda: watched.append(run("watch", analyzer, "--from", "0", out=seen)))
     watcher.start()
-    time.sleep(2.0)  # the watcher has printed what is there and is following
-    assert watcher.is_alive()
+    wait_for(lambda: "chatty 149" in seen.getvalue(), 60, "the watcher to print the buffer")
+    time.sleep(0.5)
+    assert watcher.is_alive()  # it has printed what is there and is following
     assert "being stopped" in client.del_task(analyzer)
     watcher.join(60)
     assert not watcher.is_alive()

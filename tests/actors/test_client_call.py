@@ -1,0 +1,69 @@
+"""The client's ``call``: the center's own errors arrive as themselves, reads ride out a center restart,
+changing calls are never retried (Ray cannot say whether they ran)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import ray.exceptions
+
+from dlnest_ray.actors import client as client_mod
+from dlnest_ray.errors import DlnestError
+
+
+class FakeMethod:
+    """A remote method whose first ``failures`` calls find the center restarting."""
+
+    def __init__(self, failures: int, value: Any = "ok") -> None:
+        self.failures, self.value, self.calls = failures, value, 0
+
+    def remote(self, *args: Any, **kwargs: Any) -> FakeMethod:
+        self.calls += 1
+        return self
+
+
+def fake_get(ref: FakeMethod) -> Any:
+    if ref.calls <= ref.failures:
+        raise ray.exceptions.ActorUnavailableError("the actor was restarted", b"\0" * 16)
+    return ref.value
+
+
+@pytest.fixture(autouse=True)
+def _no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ray, "get", fake_get)
+    monkeypatch.setattr("time.sleep", lambda s: None)
+
+
+def test_a_read_is_retried_while_the_center_restarts() -> None:
+    method = FakeMethod(failures=3, value=[{"task_id": "T_0001"}])
+    assert client_mod.call(method, retry_s=30.0) == [{"task_id": "T_0001"}]
+    assert method.calls == 4
+
+
+def test_a_changing_call_is_not_retried() -> None:
+    method = FakeMethod(failures=1)
+    with pytest.raises(DlnestError, match="the center is unavailable \\(ActorUnavailableError\\); retry"):
+        client_mod.call(method)
+    assert method.calls == 1
+
+
+def test_a_read_gives_up_after_its_retry_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = iter(range(0, 1000, 10))
+    monkeypatch.setattr("time.monotonic", lambda: float(next(now)))
+    method = FakeMethod(failures=100)
+    with pytest.raises(DlnestError, match="center is unavailable"):
+        client_mod.call(method, retry_s=30.0)
+    assert 2 <= method.calls <= 5
+
+
+def test_the_client_retries_reads_only() -> None:
+    class Center:
+        def __init__(self) -> None:
+            self.get_task_info = FakeMethod(failures=1, value=[])
+            self.run_train = FakeMethod(failures=1, value="T_0001")
+
+    c = client_mod.Client(Center())
+    assert c.get_task_info(include_finished=True) == []
+    with pytest.raises(DlnestError, match="center is unavailable"):
+        c.run_train("cfg.json")
