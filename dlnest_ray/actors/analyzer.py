@@ -6,8 +6,8 @@ its task (``A_0003``) inside the task's placement group, on the GPU the policy c
 Threads: calls arrive concurrently (a threaded actor). One worker thread loads the package, then runs
 jobs from a FIFO queue one at a time, in submit order; state that scripts store on ``self`` persists
 between them. Everything the process writes to fd 1/2 goes into a bounded :class:`LineBuffer` (and to
-``<package>/_analyze_output.txt``, each line prefixed ``[A_0003] ``, so it stays readable after the
-analyzer has ended). A job's output is exactly the lines ``[start, end)``: the capture is synced before
+``<package>/_analyze_output.txt``, each line marked by :func:`output_prefix`, so it stays readable after
+the analyzer has ended). A job's output is exactly the lines ``[start, end)``: the capture is synced before
 and after each job.
 
 A job with a timeout, or one its caller cancels, is interrupted by raising :class:`ExpInterrupted` in
@@ -39,9 +39,16 @@ OUTPUT_FILE = "_analyze_output.txt"
 LINES_ENV = "DLNEST_RAY_ANALYZER_LINES"
 
 
-def output_prefix(task_id: str) -> str:
-    """How an analyzer's lines are marked in ``_analyze_output.txt``."""
-    return f"[{task_id}] "
+def output_prefix(task_id: str, submitted_at: float) -> str:
+    """How an analyzer's lines are marked in ``_analyze_output.txt``: ``[A_0003 mi8q3xk2] ``, the task id
+    and its submission time (ms, base 36). Ids are unique per center home only; the stamp keeps apart
+    analyzers of two homes (two clusters on shared storage, or a home started afresh) on one package."""
+    n, digits = max(0, round(submitted_at * 1000)), ""
+    while True:
+        n, d = divmod(n, 36)
+        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[d] + digits
+        if not n:
+            return f"[{task_id} {digits}] "
 
 
 class AnalyzerActor:
@@ -71,7 +78,7 @@ class AnalyzerActor:
             self.package / OUTPUT_FILE,
             int(os.environ.get(LINES_ENV, "10000")),
             stamp=False,
-            file_prefix=output_prefix(self.task_id),
+            file_prefix=output_prefix(self.task_id, self.record.submitted_at),
         )
         from ..runtime.output import LineCapture
 

@@ -135,7 +135,8 @@ class AnalyzerOps:
             if str(task["status"]) not in TERMINAL:  # not started yet, or ending: nothing to read now
                 time.sleep(min(wait_s, 0.5))
                 return {"offset": offset, "end": offset, "missed": 0, "lines": [], "alive": True}
-        out = read_prefixed(Path(task["package"]) / OUTPUT_FILE, output_prefix(task_id), offset)
+        prefix = output_prefix(task_id, float(task["submitted_at"]))
+        out = read_prefixed(Path(task["package"]) / OUTPUT_FILE, prefix, offset)
         return {**out, "alive": False}
 
     def analyzer_info(self, task_id: str) -> dict[str, Any]:

@@ -71,12 +71,14 @@ def trained(tmp_path_factory) -> Iterator[tuple[Path, Path]]:
         yield Path(pkg), scripts
 
 
-def make(package: Path, scripts: Path, task_id: str = "A_0001", **kw) -> AnalyzerActor:
+def make(
+    package: Path, scripts: Path, task_id: str = "A_0001", submitted_at: float = 0.0, **kw
+) -> AnalyzerActor:
     record = TaskRecord(
         task_id=task_id,
         kind=TaskKind.ANALYZE,
         package=str(package),
-        submitted_at=0.0,
+        submitted_at=submitted_at,
         placement=Placement.CPU,
         scripts=str(scripts),
     )
@@ -230,13 +232,34 @@ def test_output_is_kept_in_the_package_with_its_offsets(trained):
         package, _ = trained
         actor.run_script("chatty")
         live = actor.read_output(0)
-        kept = read_prefixed(package / OUTPUT_FILE, output_prefix(actor.task_id))
+        kept = read_prefixed(package / OUTPUT_FILE, output_prefix(actor.task_id, 0.0))
         assert live["missed"] == 0 and live["alive"]
         assert kept["lines"] == live["lines"] and kept["end"] == live["end"]
         assert kept["lines"][0].startswith(f"## {actor.task_id}: loading")
         assert "line 29" in kept["lines"]
-        later = read_prefixed(package / OUTPUT_FILE, output_prefix(actor.task_id), 5)
+        later = read_prefixed(package / OUTPUT_FILE, output_prefix(actor.task_id, 0.0), 5)
         assert later["lines"] == live["lines"][5:]
+
+
+def test_one_task_id_from_two_center_homes_keeps_two_outputs(trained):
+    """Ids are unique per home: a second home (another cluster on shared storage, or a fresh home)
+    may analyze the same package as ``A_0950`` again. Each reads back only its own lines."""
+    package, scripts = trained
+    when = {"first": 1_763_700_000.0, "second": 1_763_700_000.5}
+    with isolated_imports():
+        for name, at in when.items():
+            (scripts / f"say_{name}.py").write_text(f"def experience(self):\n    print('{name} home')\n")
+            actor = make(package, scripts, "A_0950", at)
+            try:
+                actor.run_script(f"say_{name}")
+            finally:
+                actor.close()
+    prefixes = {name: output_prefix("A_0950", at) for name, at in when.items()}
+    assert prefixes["first"] != prefixes["second"] and prefixes["first"].startswith("[A_0950 ")
+    for name, other in (("first", "second"), ("second", "first")):
+        kept = read_prefixed(package / OUTPUT_FILE, prefixes[name])["lines"]
+        assert f"{name} home" in kept and f"{other} home" not in kept
+        assert kept[0].startswith("## A_0950: loading") and kept[-1] == "## A_0950: closed"
 
 
 def test_a_small_buffer_drops_old_lines_and_says_how_many(trained, monkeypatch):
@@ -249,7 +272,7 @@ def test_a_small_buffer_drops_old_lines_and_says_how_many(trained, monkeypatch):
             out = small.read_output(0)
             assert out["missed"] > 0 and out["offset"] == out["missed"] and len(out["lines"]) == 10
             assert out["lines"][-1].startswith("## exp 1 chatty: succeeded")
-            kept = read_prefixed(package / OUTPUT_FILE, output_prefix("A_0900"))
+            kept = read_prefixed(package / OUTPUT_FILE, output_prefix("A_0900", 0.0))
             assert kept["end"] == out["end"] and kept["lines"][out["offset"] :] == out["lines"]
         finally:
             small.close()
