@@ -123,7 +123,8 @@ class RunSupervisor:
     def _failure_tail(self, rank: int, n: int = 20) -> list[str]:
         rec = self.record
         if rec.kind is TaskKind.ANALYZE:
-            lines = read_prefixed(Path(rec.package) / OUTPUT_FILE, output_prefix(rec.task_id, rec.submitted_at))["lines"]
+            prefix = output_prefix(rec.task_id, rec.submitted_at)
+            lines = read_prefixed(Path(rec.package) / OUTPUT_FILE, prefix)["lines"]
             return [str(line) for line in lines[-n:]]
         return _tail(Path(rec.package) / ("_output.txt" if rec.world_size == 1 else f"_output_{rank}.txt"), n)
 
