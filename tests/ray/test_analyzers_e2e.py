@@ -267,6 +267,27 @@ def test_a_ddp_package_loads_into_one_cpu_process(client: Any, tmp_path: Path) -
     wait_for(lambda: tasks(client)[aid]["status"] in TERMINAL, 60, "the CPU analyzer to end")
 
 
+def test_a_package_that_fails_to_load_ends_the_task_failed_with_its_traceback(
+    client: Any, tmp_path: Path
+) -> None:
+    cfg = write_project(tmp_path / "broken", epochs=1, fail_in_dataset_init=True)
+    (tmp_path / "broken" / "AnalyzeScripts").mkdir()
+    package = SavePackage(cfg).save_to_new_dir()  # never trained: analyzed without a checkpoint
+    aid = client.analyze(str(package), ckpt_id=-2, placement="cpu")
+    wait_for(lambda: tasks(client)[aid]["status"] in TERMINAL, 120, "the analyzer to fail")
+    done = tasks(client)[aid]
+    assert done["status"] == "FAILED"
+    assert done["error"] == "loading failed: ValueError: injected failure in Dataset.init"
+    tail = "\n".join(done["output_tail"])  # read back from the package's output file
+    assert "Traceback" in tail and "injected failure in Dataset.init" in tail
+    assert done["output_tail"][-2:] == [
+        f"## {aid}: loading failed: ValueError: injected failure in Dataset.init",
+        f"## {aid}: closed",
+    ]
+    refused = run("exp", aid, "acc")
+    assert refused.returncode == 1 and f"{aid} has ended (FAILED: loading failed" in refused.stderr
+
+
 def test_watch_from_a_wrapped_offset_then_del_releases_the_gpu(client: Any, analyzer: str, mnist) -> None:
     project, package, _ = mnist
     (project / "AnalyzeScripts" / "chatty.py").write_text(
