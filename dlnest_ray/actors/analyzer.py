@@ -150,25 +150,31 @@ class AnalyzerActor:
         j = self._job(job)
         deadline = time.monotonic() + max(0.0, wait_s)
         while True:
-            state = j.state
-            if state is JobState.QUEUED or j.start < 0:  # not started (or dropped before it started)
+            # The job as it was before the read is what the caller gets: were it taken after, a job
+            # that ended meanwhile would say so beside lines that stop short of its end.
+            snap = j.to_json()
+            state, start = JobState(snap["state"]), int(snap["start"])
+            if state is JobState.QUEUED or start < 0:  # not started (or dropped before it started)
                 lines: dict[str, Any] = {"offset": offset, "end": offset, "missed": 0, "lines": []}
+                end = j.end
             else:
-                lines = self.output.read(max(offset, j.start))
-                # The end is known before the state flips (the closing line is written between):
-                # clip by the end itself, or that line could leak into the job's output.
+                lines = self.output.read(max(offset, start))
+                # The end is set before the closing line is written and the state flips after it: read
+                # after the lines, it clips any closing line they hold.
                 if (end := j.end) >= 0:
                     keep = max(0, end - lines["offset"])
                     lines["lines"] = lines["lines"][:keep]
                     lines["end"] = max(lines["offset"], min(lines["end"], end))
             remaining = deadline - time.monotonic()
             if lines["lines"] or state.is_terminal() or remaining <= 0:
-                return {**lines, "job": j.to_json()}
-            # Queued, or every line of the job read: only its state can move next.
-            after = None if state is JobState.QUEUED or j.end >= 0 else int(lines["end"])
+                return {**lines, "job": snap}
+            # New lines matter only while the job is between its start and its end; otherwise wait for
+            # its state, start or end to move.
+            after = int(lines["end"]) if state is not JobState.QUEUED and start >= 0 > end else None
+            seen = (state, start >= 0, end >= 0)
 
-            def moved(seen: JobState = state) -> bool:
-                return j.state is not seen
+            def moved(seen: tuple[JobState, bool, bool] = seen) -> bool:
+                return (j.state, j.start >= 0, j.end >= 0) != seen
 
             self.output.wait(after, remaining, until=moved)
 
@@ -194,7 +200,8 @@ class AnalyzerActor:
         """Every line from ``offset`` (see :meth:`LineBuffer.read`), waiting up to ``wait_s`` for one."""
         if wait_s > 0:
             self.output.wait(offset, wait_s, until=self._closed.is_set)
-        return {**self.output.read(offset), "alive": not self._closed.is_set()}
+        alive = not self._closed.is_set()  # before the read: "not alive" then means "nothing after"
+        return {**self.output.read(offset), "alive": alive}
 
     def info(self) -> dict[str, Any]:
         with self._lock:

@@ -169,6 +169,59 @@ def test_a_poll_between_the_closing_line_and_the_end_sees_only_the_job(trained, 
         assert seen[0]["end"] == done["end"]
 
 
+def test_a_job_that_ends_during_a_poll_is_not_reported_ended_before_its_last_lines(trained, monkeypatch):
+    """A follower stops at the first poll that says the job ended (as ``exp`` does): a poll whose read
+    came before the job's last line must not say so."""
+    _, scripts = trained
+    (scripts / "two.py").write_text(
+        "import time\n\n\ndef experience(self):\n    print('first', flush=True)\n"
+        "    t = time.monotonic()\n    while time.monotonic() - t < 0.3:\n        pass\n    print('second')\n"
+    )
+    with running(trained) as actor:
+        read, held = actor.output.read, []
+
+        def read_then_let_the_job_end(offset: int = 0) -> dict:
+            out = read(offset)
+            if "first" in out["lines"] and not held:
+                held.append(wait_done(actor, job))  # the job ends after this read
+            return out
+
+        monkeypatch.setattr(actor.output, "read", read_then_let_the_job_end)
+        job = actor.submit("two")["job"]
+        lines, offset = [], 0
+        while True:
+            out = actor.poll(job, offset, wait_s=5.0)
+            lines += out["lines"]
+            offset = out["end"]
+            if out["job"]["state"] not in ("QUEUED", "RUNNING"):
+                break
+        assert held and held[0]["state"] == "SUCCEEDED"
+        assert lines == ["first", "second"]
+
+
+def test_an_analyzer_closed_during_a_read_says_so_only_after_its_last_line(trained, monkeypatch):
+    """``watch`` stops at the first read that says the analyzer is gone: that read must hold the end."""
+    with running(trained) as actor:
+        read, closed = actor.output.read, []
+
+        def read_then_close(offset: int = 0) -> dict:
+            out = read(offset)
+            if not closed:
+                closed.append(True)
+                actor.close()  # the closing line is written after this read
+            return out
+
+        monkeypatch.setattr(actor.output, "read", read_then_close)
+        lines, offset = [], 0
+        while True:
+            out = actor.read_output(offset)
+            lines += out["lines"]
+            offset = out["end"]
+            if not out["alive"]:
+                break
+        assert closed and lines[-1] == f"## {actor.task_id}: closed"
+
+
 def test_jobs_run_one_after_another_in_submit_order(trained):
     with running(trained) as actor:
         jobs: list[int] = []
