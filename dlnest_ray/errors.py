@@ -14,6 +14,7 @@ __all__ = [
     "DlnestError",
     "PackageError",
     "ProjectError",
+    "RunStopped",
     "TrainingFailed",
     "UserCodeError",
 ]
@@ -45,6 +46,11 @@ class UserCodeError(DlnestError):
 
 class TrainingFailed(DlnestError):
     """A training run ended with an exception raised by user code (traceback is in the output file)."""
+
+
+class RunStopped(DlnestError):
+    """A queued run's rank stopped because the run was asked to (``del``, ``down --force``); the message
+    says at which epoch and which checkpoint was kept."""
 
 
 class AnalysisError(DlnestError):

@@ -72,6 +72,15 @@ class LineBuffer:
                     self.path = None
             self._cond.notify_all()
 
+    def preload(self, lines: list[str]) -> None:
+        """Put lines (already stamped) in the buffer as the oldest ones, without writing them to the file:
+        what a restarted owner of the file had shown before."""
+        with self._cond:
+            for line in lines:
+                if len(self._lines) == self._lines.maxlen:
+                    self.start += 1
+                self._lines.append(line)
+
     def read(self, offset: int = 0) -> dict[str, Any]:
         """Lines from ``offset`` on, as ``{"offset", "end", "missed", "lines"}``: ``offset`` is the first
         line returned, ``end`` the offset to ask from next, ``missed`` how many were dropped unread."""

@@ -1,9 +1,10 @@
 """Tasks: status values, the one table of allowed transitions, and the task record (pure data).
 
 PENDING → RUNNING → SUCCEEDED | FAILED | CANCELLED; a pending task may also be CANCELLED (deleted) or
-FAILED (its launch failed). Every status change goes through :func:`transition`, which refuses any
-other move, so a late or duplicate report (a supervisor re-attached after a center restart, say)
-cannot resurrect a finished task.
+FAILED (its launch failed), and a running task whose run never started a rank goes back to PENDING
+(:func:`requeue`: the cluster went away under it, or ``down`` stopped it before it began). Every status
+change goes through :func:`transition`, which refuses any other move, so a late or duplicate report (a
+supervisor re-attached after a center restart, say) cannot resurrect a finished task.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from .errors import DlnestError
 from .scheduling.specs import Placement, TaskSpec
 
-__all__ = ["InvalidTransition", "TaskKind", "TaskRecord", "TaskStatus", "transition"]
+__all__ = ["InvalidTransition", "TaskKind", "TaskRecord", "TaskStatus", "requeue", "transition"]
 
 
 class TaskStatus(str, Enum):
@@ -35,7 +36,9 @@ class TaskStatus(str, Enum):
 _TERMINAL = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED})
 _ALLOWED: dict[TaskStatus, frozenset[TaskStatus]] = {
     TaskStatus.PENDING: frozenset({TaskStatus.RUNNING, TaskStatus.CANCELLED, TaskStatus.FAILED}),
-    TaskStatus.RUNNING: frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED}),
+    TaskStatus.RUNNING: frozenset(
+        {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.PENDING}
+    ),
     TaskStatus.SUCCEEDED: frozenset(),
     TaskStatus.FAILED: frozenset(),
     TaskStatus.CANCELLED: frozenset(),
@@ -76,7 +79,10 @@ class TaskRecord:
     gpu_total_mb: int = 0  # memory of the chosen GPUs: a placement-group bundle asks mb/total of a GPU
     wait_reason: str = ""
     cancel_requested: bool = False  # `del` of a running task: its end is recorded as CANCELLED
+    cancelled_by_down: bool = False  # the cancel came from `down --force`: an unstarted run is requeued
     phase: str = ""  # a RUNNING task's supervisor: starting, waiting for resources, running, stopping
+    running_at: float | None = None  # when its ranks (or analyzer) really started: the `ran` clock
+    cpus_per_rank: float = 1.0  # CPUs each rank (an analyzer: the process) holds in Ray's accounting
     error: str = ""
     output_tail: tuple[str, ...] = field(default_factory=tuple)
 
@@ -88,11 +94,24 @@ class TaskRecord:
             memory_mb=self.memory_mb,
             gpus=self.gpus_requested,
             submitted_at=self.submitted_at,
+            cpus_per_rank=self.cpus_per_rank,
         )
 
     @property
     def world_size(self) -> int:
         return len(self.gpus) if self.placement is Placement.DDP and self.gpus else 1
+
+    @property
+    def ranks(self) -> int:
+        """Processes the run will have: the requested DDP ranks before placement, then the placed ones."""
+        if self.gpus:
+            return self.world_size
+        return (self.gpus_requested or 1) if self.placement is Placement.DDP else 1
+
+    @property
+    def cpus(self) -> float:
+        """CPUs the whole task holds while it runs (one bundle of ``cpus_per_rank`` per rank)."""
+        return self.cpus_per_rank * self.ranks
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -121,3 +140,22 @@ def transition(record: TaskRecord, new: TaskStatus, *, at: float, **changes: Any
     if new.is_terminal():
         stamp["ended_at"] = at
     return replace(record, status=new, **stamp, **changes)
+
+
+def requeue(record: TaskRecord, *, reason: str) -> TaskRecord:
+    """A RUNNING ``record`` whose run never started a rank, back to PENDING in its original place (its
+    submit time is kept), with its placement forgotten; ``reason`` becomes its wait reason."""
+    moved = transition(record, TaskStatus.PENDING, at=0.0)
+    return replace(
+        moved,
+        started_at=None,
+        running_at=None,
+        node=None,
+        gpus=(),
+        mb_per_gpu=0,
+        gpu_total_mb=0,
+        phase="",
+        cancel_requested=False,
+        cancelled_by_down=False,
+        wait_reason=reason,
+    )

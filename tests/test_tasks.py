@@ -9,7 +9,7 @@ import pytest
 
 from dlnest_ray.errors import DlnestError
 from dlnest_ray.scheduling.specs import Placement
-from dlnest_ray.tasks import InvalidTransition, TaskKind, TaskRecord, TaskStatus, transition
+from dlnest_ray.tasks import InvalidTransition, TaskKind, TaskRecord, TaskStatus, requeue, transition
 
 S = TaskStatus
 ALLOWED = {
@@ -19,6 +19,7 @@ ALLOWED = {
     (S.RUNNING, S.SUCCEEDED),
     (S.RUNNING, S.FAILED),
     (S.RUNNING, S.CANCELLED),
+    (S.RUNNING, S.PENDING),  # requeue: the run never started a rank
 }
 ALL_PAIRS = list(itertools.product(TaskStatus, TaskStatus))
 
@@ -149,3 +150,13 @@ def test_spec_and_world_size():
     assert record(placement=Placement.MULTI, gpus=(0, 1)).world_size == 1
     assert record(placement=Placement.DDP, gpus=(0, 1, 2)).world_size == 3
     assert record(placement=Placement.DDP).world_size == 1
+
+
+def test_requeue_forgets_the_placement_and_keeps_the_place_in_the_queue():
+    running = transition(record(), S.RUNNING, at=200.0, node="n1", gpus=(0, 1), mb_per_gpu=4000, phase="x")
+    back = requeue(running, reason="waits for up")
+    assert back.status is S.PENDING and back.submitted_at == 100.0
+    assert (back.node, back.gpus, back.mb_per_gpu, back.started_at, back.phase) == (None, (), 0, None, "")
+    assert back.wait_reason == "waits for up"
+    with pytest.raises(InvalidTransition):
+        requeue(transition(running, S.SUCCEEDED, at=300.0), reason="")

@@ -11,6 +11,7 @@ ever satisfy is refused before any package is made.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -22,16 +23,46 @@ from ..devices import GpuInfo
 from ..errors import DlnestError, PackageError
 from ..savepack.facts import analyzer_memory_mb, find_scripts_dir
 from ..savepack.package import SavePackage
-from ..scheduling.policy import decide, infeasible
-from ..scheduling.specs import GpuState, Launch, Placement, Settings, Snapshot, Wait
-from ..tasks import TaskKind, TaskRecord, TaskStatus, transition
+from ..scheduling.policy import DRAINING_REASON, decide, infeasible
+from ..scheduling.specs import GpuState, Launch, NodeCpus, Placement, Settings, Snapshot, Wait
+from ..tasks import TaskKind, TaskRecord, TaskStatus, requeue, transition
 from .center_settings import SettingsOps
 from .ports import DeviceSource, Launcher
-from .store import CenterStore, LogBuffer
+from .store import LOG_FILE, CenterStore, LogBuffer
 
-__all__ = ["Center"]
+__all__ = ["ANALYZER_CPUS_ENV", "CPUS_ENV", "Center"]
 
 NO_CHECKPOINT = -2  # DLNest's "build the model without loading a checkpoint"
+CPUS_ENV = "DLNEST_RAY_CPUS_PER_RANK"  # CPUs each rank holds (read where the center runs)
+ANALYZER_CPUS_ENV = "DLNEST_RAY_ANALYZER_CPUS"  # CPUs each analyzer holds
+NOT_STARTED_PHASES = ("", "starting", "waiting for resources")  # no rank process exists yet
+
+
+def _cpus_from_env(name: str) -> float:
+    raw = os.environ.get(name, "1")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise DlnestError(f"{name}={raw!r} where the center runs: it must be a positive number of CPUs")
+    return value
+
+
+def _ran_in_package(record: TaskRecord) -> bool:
+    """Whether a rank of this training task started its run (it records a segment in the package)."""
+    try:
+        segments = SavePackage.open(record.package).meta.get("segments") or []
+    except DlnestError:
+        return True  # cannot tell: never requeue a run that may have started
+    return any(isinstance(s, dict) and s.get("task_id") == record.task_id for s in segments)
+
+
+def _never_started(record: TaskRecord) -> bool:
+    """A RUNNING task none of whose ranks (or whose analyzer) ever started: it may go back to PENDING."""
+    if record.kind is TaskKind.ANALYZE:
+        return record.phase in NOT_STARTED_PHASES
+    return not _ran_in_package(record)
 
 
 class Center(SettingsOps):
@@ -45,7 +76,7 @@ class Center(SettingsOps):
         self.launcher = launcher
         self.devices = devices
         self.clock = clock
-        self.log = LogBuffer(self.store.home / "center.log")
+        self.log = LogBuffer(self.store.home / LOG_FILE)
         self._gpus: tuple[GpuState, ...] = ()
         # One pass at a time, so nothing launches between a pass's device reading and its decisions.
         # Device reads are remote calls: they are made with the state lock released, and schedule()
@@ -176,6 +207,9 @@ class Center(SettingsOps):
             raise DlnestError(f"this request can never run here: {reason}")
 
     def _enqueue(self, path: Path, *, kind: TaskKind = TaskKind.TRAIN, **fields: Any) -> str:
+        fields.setdefault(
+            "cpus_per_rank", _cpus_from_env(ANALYZER_CPUS_ENV if kind is TaskKind.ANALYZE else CPUS_ENV)
+        )
         task_id = self.store.new_id(kind)
         record = TaskRecord(
             task_id=task_id, kind=kind, package=str(path), submitted_at=self.clock(), **fields
@@ -203,6 +237,46 @@ class Center(SettingsOps):
                 return f"{task_id} is being stopped"
             return f"{task_id} already ended ({record.status})"
 
+    # ------------------------------------------------------------------------------------------ down / up
+    def drain(self, cancel_running: bool = False) -> dict[str, list[str]]:
+        """``down`` has begun: launch nothing from now on (persisted, so a center restart keeps draining)
+        and, with ``cancel_running``, stop every running task. A run stopped this way before any of its
+        ranks started goes back to PENDING, as does one whose cluster goes away before it started.
+        Returns ``{"running": [...], "pending": [...]}`` as they were."""
+        with self._lock:
+            if not self.store.draining:
+                self.store.draining = True
+                self.log.write("draining: `dlnest-ray down` has begun, nothing new starts")
+            running = [r for r in self._running()]
+            pending = [r.task_id for r in self.store.tasks.values() if r.status is TaskStatus.PENDING]
+            for r in self.store.tasks.values():
+                if r.status is TaskStatus.PENDING and r.wait_reason != DRAINING_REASON:
+                    self._set(replace(r, wait_reason=DRAINING_REASON), save=False)
+            if cancel_running:
+                for r in running:
+                    if not r.cancel_requested:
+                        self._set(replace(r, cancel_requested=True, cancelled_by_down=True), save=False)
+                        self.launcher.cancel(r.task_id)
+                        self.log.write(f"{r.task_id} cancelling (down --force)")
+            self.store.save()
+            return {"running": [r.task_id for r in running], "pending": pending}
+
+    def open_queue(self) -> bool:
+        """``up``: end a drain (launches resume). Returns whether the center was draining."""
+        with self._lock:
+            was = self.store.draining
+            if was:
+                self.store.draining = False
+                self.store.save()
+                self.log.write("queue open: launches resume")
+        if was:
+            self.schedule()
+        return was
+
+    @property
+    def draining(self) -> bool:
+        return self.store.draining
+
     # ------------------------------------------------------------------------------------------ reports
     def task_finished(
         self, task_id: str, status: str, error: str = "", output_tail: list[str] | None = None
@@ -216,6 +290,15 @@ class Center(SettingsOps):
                 final = TaskStatus(status)
             except ValueError:
                 raise DlnestError(f"unknown task status {status!r} reported for {task_id}") from None
+            if (
+                record.cancelled_by_down
+                and final is not TaskStatus.SUCCEEDED
+                and record.kind is TaskKind.TRAIN
+                and not _ran_in_package(record)
+            ):  # `down --force` stopped it before any rank began: it waits for the next `up`
+                self._set(requeue(record, reason=DRAINING_REASON))
+                self.log.write(f"{task_id} back in the queue: stopped by `down` before it started")
+                return
             if record.cancel_requested and final is not TaskStatus.SUCCEEDED:
                 final = TaskStatus.CANCELLED
             tail = tuple(output_tail or ())
@@ -228,7 +311,10 @@ class Center(SettingsOps):
         with self._lock:
             record = self.store.tasks.get(task_id)
             if record is not None and record.status is TaskStatus.RUNNING and record.phase != phase:
-                self._set(replace(record, phase=phase))
+                started = record.running_at
+                if started is None and phase not in NOT_STARTED_PHASES:
+                    started = self.clock()  # its ranks (or analyzer) run now: the `ran` clock starts
+                self._set(replace(record, phase=phase, running_at=started))
 
     # ------------------------------------------------------------------------------------------ schedule
     def _settings(self) -> Settings:
@@ -292,15 +378,38 @@ class Center(SettingsOps):
                 with self._lock:
                     if not any(r.status is TaskStatus.PENDING for r in self.store.tasks.values()):
                         return []
+                    if self.store.draining:  # nothing may launch: no device reading needed
+                        return self._pass({}, {})[0]
                 readings = self._readings()
+                cpus = self._cpu_readings()
                 with self._lock:
-                    decisions, relaunch = self._pass(readings)
+                    decisions, relaunch = self._pass(readings, cpus)
                 if not relaunch:  # a failed launch freed its GPUs for the tasks behind it: pass again
                     return decisions
 
-    def _pass(self, readings: dict[str, tuple[GpuInfo, ...]]) -> tuple[list[Launch | Wait], bool]:
+    def _cpu_readings(self) -> dict[str, float]:
+        """Free CPUs per node (remote calls: without the state lock); launched tasks whose ranks Ray has
+        not placed yet are counted as taken."""
+        with self._lock:
+            starting: dict[str, float] = {}
+            held: dict[str, float] = {}
+            for r in self._running():
+                if r.node is not None:
+                    into = starting if r.phase in NOT_STARTED_PHASES else held
+                    into[r.node] = into.get(r.node, 0.0) + r.cpus
+        return self.devices.read_cpus(starting, held)
+
+    def _pass(
+        self, readings: dict[str, tuple[GpuInfo, ...]], cpus: dict[str, float]
+    ) -> tuple[list[Launch | Wait], bool]:
         pending = [r for r in self.store.tasks.values() if r.status is TaskStatus.PENDING]
-        snapshot = Snapshot(gpus=self._gpu_states(readings), settings=self._settings(), now=self.clock())
+        snapshot = Snapshot(
+            gpus=self._gpu_states(readings),
+            settings=self._settings(),
+            now=self.clock(),
+            cpus=tuple(NodeCpus(node=n, free=free) for n, free in sorted(cpus.items())),
+            draining=self.store.draining,
+        )
         decisions = decide([r.spec for r in pending], snapshot)
         relaunch = False
         for d in decisions:
@@ -331,8 +440,8 @@ class Center(SettingsOps):
                 relaunch = True
                 continue
             where = (
-                "CPU"
-                if d.node is None
+                f"CPU ({d.node or 'any node'})"
+                if not d.gpus
                 else f"{d.node} GPU {','.join(map(str, d.gpus))} ({d.mb_per_gpu} MB each)"
             )
             self.log.write(f"{d.task_id} launched on {where}")
@@ -349,6 +458,13 @@ class Center(SettingsOps):
                 self.log.write(f"{record.task_id} re-attached")
                 if record.cancel_requested:
                     self.launcher.cancel(record.task_id)
+                continue
+            if _never_started(record):  # the cluster went away before its run began: it waits again
+                reason = DRAINING_REASON if self.store.draining else ""
+                self._set(requeue(record, reason=reason), save=False)
+                self.log.write(
+                    f"{record.task_id} back in the queue: its supervisor ended before the run began"
+                )
                 continue
             status, error = TaskStatus.FAILED, "its supervisor ended while the center was down"
             try:
@@ -410,5 +526,6 @@ class Center(SettingsOps):
             return self.log.read(offset)
 
     def clear(self) -> None:
+        """Empty the center's messages (DLNest's clear); the file moves aside to ``center.log.1``."""
         with self._lock:
             self.log.clear()

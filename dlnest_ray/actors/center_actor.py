@@ -13,18 +13,31 @@ from .ray_ports import RayDevices, RayLauncher
 
 __all__ = ["CenterActor"]
 
+FOLLOW_UP_S = 2.0
+
 
 class CenterActor(Center):
     def __init__(self, home: str) -> None:
+        import ray
+
         self._gauges = _Gauges()  # before the base init: it already runs a scheduling pass
         super().__init__(home=Path(home), launcher=RayLauncher(), devices=RayDevices())
         self._stop = threading.Event()
         self._wake = threading.Event()
+        restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        self.log.write(f"center {'restarted by Ray' if restarted else 'started'} (state in {home})")
+        if not restarted:  # a new center is an `up`: a drain left by the last `down` ends here
+            self.open_queue()
         threading.Thread(target=self._loop, name="dlnest-scheduler", daemon=True).start()
-        self.log.write(f"center started (state in {home})")
 
     def ping(self) -> str:
         return "ok"
+
+    def owner_job(self) -> str:
+        """The Ray job this center (and every run it starts) belongs to: its owner's (see ``owner.py``)."""
+        import ray
+
+        return str(ray.get_runtime_context().get_job_id())
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -39,6 +52,16 @@ class CenterActor(Center):
         decisions = super().schedule()
         self._gauges.update(self)
         return decisions
+
+    def task_finished(
+        self, task_id: str, status: str, error: str = "", output_tail: list[str] | None = None
+    ) -> None:
+        super().task_finished(task_id, status, error, output_tail)
+        # Ray's per-node view of free CPUs lags the removal of the run's placement group by a moment: a
+        # task that waits for those CPUs gets another pass shortly, not only at the next `delay`.
+        timer = threading.Timer(FOLLOW_UP_S, self._wake.set)
+        timer.daemon = True
+        timer.start()
 
     def change_delay(self, seconds: float) -> None:
         super().change_delay(seconds)

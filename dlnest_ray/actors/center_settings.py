@@ -59,9 +59,10 @@ class SettingsOps:
         self.schedule()
 
     def get_settings(self) -> dict[str, Any]:
-        """Scheduling delay, max tasks per device, starvation bound and disabled devices."""
+        """Scheduling delay, max tasks per device, starvation bound, disabled devices, and whether ``down``
+        is draining the center (nothing launches)."""
         with self._lock:
-            return asdict(self.store.settings)
+            return {**asdict(self.store.settings), "draining": self.store.draining}
 
     @property
     def delay_s(self) -> float:

@@ -60,7 +60,11 @@ def _center_options() -> dict[str, Any]:
 
 
 def get_or_create_center(home: str | None = None) -> Any:
-    """The detached center actor; created (with ``home`` as its state folder) when it does not exist."""
+    """The detached center actor; created (with ``home`` as its state folder) when it does not exist.
+
+    The creating process's Ray job owns the center and every run it starts: when that driver exits,
+    Ray marks their unfinished tasks FAILED. Only a driver that outlives the center may call this (the
+    owner, :mod:`.owner`; a test's own driver); everything else uses :func:`connect`."""
     import ray
 
     from .center_actor import CenterActor
@@ -168,6 +172,9 @@ class Client(AnalyzerOps):
     change_max_task_per_device = _op("change_max_task_per_device")
     get_settings = _op("get_settings", reads=True)
     analyze = _op("analyze")
+    drain = _op("drain")
+    open_queue = _op("open_queue")
+    owner_job = _op("owner_job", reads=True)
     get_DLNest_output = get_dlnest_output  # DLNest's name
 
     def new_proj(self, target_dir: str, mnist: bool = False) -> str:
@@ -178,6 +185,9 @@ class Client(AnalyzerOps):
 
 
 def connect(address: str | None = None, *, create: bool = True, home: str | None = None) -> Client:
-    """A client of the center on the cluster at ``address``; ``create`` starts the center if needed."""
+    """A client of the center on the cluster at ``address``; ``create`` starts the center if needed
+    (owned by a driver of its own on the head node, see :mod:`.owner`, never by this process)."""
+    from .owner import ensure_center
+
     ensure_ray(address, home)
-    return Client(get_or_create_center(home) if create else get_center())
+    return Client(ensure_center(home) if create else get_center())

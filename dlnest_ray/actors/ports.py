@@ -2,7 +2,8 @@
 
 * :class:`Launcher` starts and cancels runs (on Ray: one detached supervisor actor per run). A run
   reports its end by calling ``Center.task_finished``.
-* :class:`DeviceSource` reads every node's GPUs (on Ray: one device monitor actor per node).
+* :class:`DeviceSource` reads every node's GPUs (on Ray: one device monitor actor per node) and free
+  CPUs (on Ray: the GCS's available resources per node).
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ class DeviceSource(Protocol):
     def read(self, reserved: Reservations) -> dict[str, tuple[GpuInfo, ...]]:
         """GPUs per node id (a node without GPUs maps to an empty tuple)."""
 
+    def read_cpus(self, starting: Mapping[str, float], held: Mapping[str, float]) -> dict[str, float]:
+        """Free CPUs per node id once dlnest-ray's running tasks are counted: ``starting`` are CPUs of
+        tasks launched whose ranks Ray has not placed yet, ``held`` those of placed ones (Ray's own
+        reading already excludes them). A node left out is not limited by CPUs."""
+
 
 @dataclass(kw_only=True)
 class FakeLauncher:
@@ -59,11 +65,20 @@ class FakeLauncher:
 
 @dataclass(kw_only=True)
 class FakeDevices:
-    """Every node has the same fake GPUs (``DLNEST_RAY_FAKE_GPUS``); free = total − reserved."""
+    """Every node has the same fake GPUs (``DLNEST_RAY_FAKE_GPUS``); free = total − reserved. With
+    ``cpus_per_node`` every node also has that many CPUs, free = total − what dlnest-ray's tasks hold;
+    without it CPUs limit nothing."""
 
     nodes: tuple[str, ...] = ("node-0",)
     probe: FakeProbe = field(default_factory=lambda: FakeProbe(count=2, total_mb=16000))
     counts_reservations: bool = True
+    cpus_per_node: float | None = None
 
     def read(self, reserved: Reservations) -> dict[str, tuple[GpuInfo, ...]]:
         return {n: self.probe.read(reserved.get(n, {})) for n in self.nodes}
+
+    def read_cpus(self, starting: Mapping[str, float], held: Mapping[str, float]) -> dict[str, float]:
+        if self.cpus_per_node is None:
+            return {}
+        total = self.cpus_per_node
+        return {n: total - starting.get(n, 0.0) - held.get(n, 0.0) for n in self.nodes}

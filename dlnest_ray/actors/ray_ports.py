@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import socket
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -45,8 +46,17 @@ class DeviceMonitor:
             s.bind(("", 0))
             return int(s.getsockname()[1])
 
-    def kill_groups(self, pgids: list[int]) -> list[int]:
-        """SIGKILL these process groups (each rank leads its own); returns the ones that existed."""
+    def kill_groups(self, pgids: list[int], grace_s: float = 0.0) -> list[int]:
+        """SIGKILL these process groups (each rank leads its own); returns the ones that existed.
+
+        First wait up to ``grace_s`` for each group's leader (the rank's Ray worker) to exit by itself:
+        a worker that has run its one task (``max_calls=1``) exits gracefully and reports its task's end
+        to Ray on the way out; killed before that, Ray would show the task as failed (worker died)."""
+        import time
+
+        deadline = time.monotonic() + grace_s
+        while any(_leader_alive(p) for p in pgids if p > 1) and time.monotonic() < deadline:
+            time.sleep(0.1)
         killed = []
         for pgid in pgids:
             if pgid <= 1 or pgid == os.getpgrp():
@@ -55,6 +65,15 @@ class DeviceMonitor:
                 os.killpg(pgid, signal.SIGKILL)
                 killed.append(pgid)
         return killed
+
+
+def _leader_alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def alive_nodes() -> dict[str, str]:
@@ -114,6 +133,22 @@ class RayDevices:
             fake.append(counts)
             out[name] = tuple(GpuInfo(**{**g, "processes": tuple(map(tuple, g["processes"]))}) for g in gpus)
         self.counts_reservations = bool(fake) and all(fake)
+        return out
+
+    def read_cpus(self, starting: Mapping[str, float], held: Mapping[str, float]) -> dict[str, float]:
+        """Ray's available CPUs per alive node (placement groups already created are taken out), less the
+        CPUs of launched tasks whose placement group Ray has not created yet."""
+        from ray._private.state import available_resources_per_node
+
+        del held  # already out of Ray's available resources
+        alive = alive_nodes()
+        out: dict[str, float] = {}
+        for full, resources in available_resources_per_node().items():
+            name = str(full)[:8]
+            if name in alive:
+                out[name] = float(resources.get("CPU", 0.0)) - starting.get(name, 0.0)
+        for name in alive:  # a node with no CPU left is missing from Ray's map
+            out.setdefault(name, -starting.get(name, 0.0))
         return out
 
 

@@ -1,13 +1,16 @@
 """The center's persistent state: the queue, the history, settings and the id counter.
 
 One JSON file, ``<home>/center.json``, rewritten atomically on every change, so a center that is
-killed and restarted (Ray restarts it: ``max_restarts=-1``) loses no pending task. The center's own
-messages (DLNest's "DLNest output") go to a bounded in-memory buffer with monotonically increasing
-offsets and are appended to ``<home>/center.log``.
+killed and restarted (Ray restarts it: ``max_restarts=-1``) loses no pending task. It also says whether
+``down`` is draining the center (nothing launches meanwhile). The center's own messages (DLNest's
+"DLNest output") go to a bounded in-memory buffer with monotonically increasing offsets and are
+appended to ``<home>/center.log``; a new center starts with that file's last lines, so the log, like
+the queue, survives ``down``/``up``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -18,7 +21,7 @@ from ..errors import DlnestError
 from ..linebuffer import LineBuffer
 from ..tasks import TaskKind, TaskRecord
 
-__all__ = ["HOME_ENV", "CenterSettings", "CenterStore", "LogBuffer", "default_home"]
+__all__ = ["HOME_ENV", "LOG_FILE", "CenterSettings", "CenterStore", "LogBuffer", "default_home", "tail_lines"]
 
 HOME_ENV = "DLNEST_RAY_HOME"
 STATE_FILE = "center.json"
@@ -47,6 +50,7 @@ class CenterStore:
         self.settings = CenterSettings()
         self.tasks: dict[str, TaskRecord] = {}
         self.next_id = 1
+        self.draining = False  # `down` has begun: nothing launches until the next `up`
         if self.path.exists():
             self._load()
 
@@ -55,6 +59,7 @@ class CenterStore:
             raw = json.loads(self.path.read_text(encoding="utf-8"))
             self.next_id = int(raw["next_id"])
             self.settings = CenterSettings(**raw.get("settings", {}))
+            self.draining = bool(raw.get("draining", False))
             self.tasks = {r["task_id"]: TaskRecord.from_json(r) for r in raw.get("tasks", [])}
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise DlnestError(
@@ -69,6 +74,7 @@ class CenterStore:
                 "version": STATE_VERSION,
                 "next_id": self.next_id,
                 "settings": asdict(self.settings),
+                "draining": self.draining,
                 "tasks": [r.to_json() for r in self.tasks.values()],
             },
         )
@@ -79,4 +85,40 @@ class CenterStore:
         return task_id
 
 
-LogBuffer = LineBuffer  # the center's messages: stamped lines, appended to center.log
+LOG_FILE = "center.log"
+
+
+class LogBuffer(LineBuffer):
+    """The center's messages: stamped lines, appended to ``center.log``. A new buffer starts with the
+    file's last lines (a restarted center or the next ``up`` shows what came before); ``clear`` also
+    moves the file aside to ``center.log.1``, so a cleared log stays cleared after a restart."""
+
+    def __init__(self, path: Path | None = None, max_lines: int = 10_000) -> None:
+        super().__init__(path, max_lines)
+        if path is not None:
+            self.preload(tail_lines(path, max_lines))
+
+    def clear(self) -> None:
+        with self._cond:
+            super().clear()
+            if self.path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+
+
+def tail_lines(path: Path, n: int, block: int = 1 << 16) -> list[str]:
+    """The last ``n`` lines of ``path`` (none when it does not exist), read from the end in blocks."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            pos = f.tell()
+            data = b""
+            while pos > 0 and data.count(b"\n") <= n:
+                step = min(block, pos)
+                pos -= step
+                f.seek(pos)
+                data = f.read(step) + data
+    except FileNotFoundError:
+        return []
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    return lines[-n:] if n > 0 else []

@@ -27,6 +27,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, cast
 
+from ..errors import RunStopped
 from ..linebuffer import read_prefixed
 from ..runtime.entry import pid_file, stop_file
 from ..scheduling.specs import Placement
@@ -36,9 +37,9 @@ from .analyzer import OUTPUT_FILE, output_prefix
 __all__ = ["GRACE_ENV", "RunSupervisor"]
 
 GRACE_ENV = "DLNEST_RAY_CANCEL_GRACE_S"
-CPUS_ENV = "DLNEST_RAY_CPUS_PER_RANK"
-ANALYZER_CPUS_ENV = "DLNEST_RAY_ANALYZER_CPUS"
 REPORT_PATIENCE_S = 600.0
+EXIT_GRACE_S = 15.0  # how long a rank's worker gets to exit by itself (and report its task) after its run
+EVENTS_FLUSH_S = 2.0  # Ray sends task events about once a second: let this actor's go out before it ends
 
 
 def _rank_task(package: str, env: dict[str, str], **kwargs: Any) -> dict[str, object]:
@@ -74,8 +75,7 @@ class RunSupervisor:
         self._cancel = threading.Event()
         self._state = "starting"
         self.grace_s = float(os.environ.get(GRACE_ENV, "20"))
-        analyzer = self.record.kind is TaskKind.ANALYZE
-        self.cpus = float(os.environ.get(ANALYZER_CPUS_ENV if analyzer else CPUS_ENV, "1"))
+        self.cpus = self.record.cpus_per_rank  # decided at submit: the policy counted these CPUs
         # Supervise from the constructor, not from a method the center calls: Ray fate-shares a call
         # with its caller, so a center killed right after a launch would take the call with it.
         threading.Thread(target=self._main, name=f"supervise-{self.record.task_id}", daemon=True).start()
@@ -118,6 +118,7 @@ class RunSupervisor:
                 stop_file(self.record.package, self.record.task_id).unlink()
         tail = self._failure_tail(failing_rank) if status is not TaskStatus.SUCCEEDED else []
         self._report(status, error, tail)
+        time.sleep(EVENTS_FLUSH_S)  # killed with unsent events, its calls would read FAILED in Ray's view
         ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
 
     def _failure_tail(self, rank: int, n: int = 20) -> list[str]:
@@ -241,7 +242,9 @@ class RunSupervisor:
             monitor = monitor_for(full_node_id(rec.node or ""))
             master = (ray.get(monitor.address.remote()), ray.get(monitor.free_port.remote()))
         frac = self._gpu_share()
-        remote: Any = ray.remote(cast(Any, _rank_task))
+        # max_calls=1: the rank's worker exits after the run, so no CUDA context or user module outlives
+        # it, and exits by itself, so Ray hears how its task ended (killed, it would show it as failed)
+        remote: Any = ray.remote(max_calls=1)(cast(Any, _rank_task))
         refs = []
         for r in range(rec.world_size):
             refs.append(
@@ -264,10 +267,14 @@ class RunSupervisor:
                 )
             )
         self._set_state("running")
+        grace = EXIT_GRACE_S
         try:
-            return self._wait(refs)
+            status, error, failing = self._wait(refs)
+            if self._cancel.is_set():
+                grace = 0.0  # force-cancelled ranks are gone or going: kill what is left at once
+            return status, error, failing
         finally:
-            self._kill_groups()  # the ranks' workers and whatever they started: no rank outlives its task
+            self._kill_groups(grace)  # the ranks' workers and whatever they started: no rank outlives it
 
     def _wait(self, refs: list[Any]) -> tuple[TaskStatus, str, int]:
         import ray
@@ -283,10 +290,12 @@ class RunSupervisor:
             done, pending = ray.wait(pending, num_returns=1, timeout=1.0)
             for ref in done:
                 try:
-                    result = ray.get(ref)
-                    stopped = stopped or bool(result.get("stopped"))
+                    ray.get(ref)
                 except ray.exceptions.RayTaskError as e:
                     cause = getattr(e, "cause", None)
+                    if isinstance(cause, RunStopped):  # it stopped as asked (del, down --force)
+                        stopped = True
+                        continue
                     error = error or str(cause if cause is not None else e).strip().splitlines()[0]
                     failing = rank_of[ref]
                 except ray.exceptions.RayError as e:
@@ -314,8 +323,9 @@ class RunSupervisor:
             with contextlib.suppress(Exception):
                 ray.cancel(ref, force=True)
 
-    def _kill_groups(self) -> None:
-        """SIGKILL each rank's process group (every rank leads one) on its node, then forget them."""
+    def _kill_groups(self, grace_s: float = 0.0) -> None:
+        """SIGKILL each rank's process group (every rank leads one) on its node, then forget them; each
+        rank's worker first gets ``grace_s`` to exit by itself (see ``DeviceMonitor.kill_groups``)."""
         import ray
 
         from .ray_ports import alive_nodes, monitor_for
@@ -331,7 +341,7 @@ class RunSupervisor:
             nodes = [alive_nodes().get(rec.node or "", "")] if rec.node else list(alive_nodes().values())
             for node in filter(None, nodes):
                 with contextlib.suppress(Exception):
-                    ray.get(monitor_for(node).kill_groups.remote(pgids), timeout=30)
+                    ray.get(monitor_for(node).kill_groups.remote(pgids, grace_s), timeout=30 + grace_s)
         for f in files:
             with contextlib.suppress(OSError):
                 f.unlink()

@@ -264,10 +264,11 @@ def up(
     elif num_gpus is not None and (head is None or head.get("num_gpus") != num_gpus):
         typer.echo(f"note: the Ray cluster at {resolved} is already running; --num-gpus is ignored", err=True)
     ctx = _init_ray(resolved)
-    existed = _center_exists()
+    existed = _center_exists() and not _replace_orphaned_center()
     from ..actors import client as client_mod
 
     client = client_mod.connect(resolved, create=True, home=str(state))
+    reopened = client.open_queue()
     dashboard = getattr(ctx, "dashboard_url", None) if ctx is not None else None
     if started is not None:
         typer.echo(f"started a local Ray head at {resolved} (`dlnest-ray down` stops it)")
@@ -275,27 +276,56 @@ def up(
         typer.echo(f"dlnest-ray is already up (Ray cluster {resolved})")
     else:
         typer.echo(f"dlnest-ray is up (Ray cluster {resolved})")
+    if reopened:
+        typer.echo("the queue was draining (an unfinished `down`): launches resume")
     _print_info(dashboard, client, state)
 
 
+def _replace_orphaned_center() -> bool:
+    """A center whose owner driver has ended (killed, or made by an older dlnest-ray from a CLI process)
+    would leave Ray marking its runs FAILED: replace it by one with a live owner. Its state is on disk
+    and running runs go on (their supervisors are detached). Returns whether it was replaced."""
+    import ray
+    from ray._private.state import jobs
+
+    from ..actors.client import connect, remove_center
+
+    job = connect(None, create=False).owner_job()
+    dead = {str(j.get("JobID")) for j in jobs() if j.get("IsDead")}
+    if job not in dead:
+        return False
+    typer.echo(f"note: the center's owner (Ray job {job}) has ended; starting a new center (runs go on)")
+    remove_center()  # its device monitors too: they belong to the same ended job
+    deadline = time.monotonic() + 30
+    while _center_exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    del ray
+    return True
+
+
 # ---------------------------------------------------------------------------------------------- down
-def _cancel_running(client: Client, force: bool, limit_s: float) -> list[str]:
-    """Refuse (no --force), or cancel the running tasks and wait for their end; returns those left."""
+def _drain(client: Client, force: bool, limit_s: float) -> list[str]:
+    """Refuse (runs running, no --force), or drain the center — nothing launches from now on, so a run
+    waiting for a GPU that a cancel frees stays queued — cancel the running tasks (--force) and wait for
+    their end; returns those still running."""
     running = [t["task_id"] for t in client.get_task_info() if t["status"] == "RUNNING"]
-    if not running:
-        return []
-    if not force:
+    if running and not force:
         raise DlnestError(
             f"{len(running)} task(s) running ({', '.join(running)}): wait for them, delete them with "
             "`dlnest-ray del ID`, or use `dlnest-ray down --force` to cancel them"
         )
-    for task_id in running:
-        typer.echo(client.del_task(task_id))
+    client.drain(cancel_running=force)
+    if not running:
+        return []
+    typer.echo(f"cancelling {', '.join(running)}; nothing new starts")
     deadline = time.monotonic() + limit_s
     while True:
         status = {t["task_id"]: t["status"] for t in client.get_task_info(include_finished=True)}
         left = [t for t in running if status.get(t) == "RUNNING"]
         if not left or time.monotonic() > deadline:
+            back = [t for t in running if status.get(t) == "PENDING"]
+            if back:
+                typer.echo(f"{', '.join(back)} had not started: back in the queue for the next `up`")
             return left
         time.sleep(0.5)
 
@@ -337,10 +367,11 @@ def down(
             from ..actors import client as client_mod
 
             client = client_mod.connect(resolved, create=False)
-            left = _cancel_running(client, force, wait)
+            left = _drain(client, force, wait)
             if left and not ours:
                 raise DlnestError(
-                    f"{', '.join(left)} did not end within {wait:g} s; run `dlnest-ray down --force` again"
+                    f"{', '.join(left)} did not end within {wait:g} s; run `dlnest-ray down --force` again "
+                    "(meanwhile nothing new starts; `dlnest-ray up` opens the queue again)"
                 )
             if left:
                 typer.echo(f"{', '.join(left)} did not end within {wait:g} s; stopping the head ends them")

@@ -23,6 +23,7 @@ __all__ = [
     "stamp",
     "task_devices",
     "task_latest_metrics",
+    "task_ran",
     "tasks_table",
     "with_latest_metrics",
 ]
@@ -82,11 +83,20 @@ def _note(task: Mapping[str, Any]) -> str:
     return ""
 
 
-def _ran(task: Mapping[str, Any], now: float) -> str:
-    started = task.get("started_at")
+def task_ran(task: Mapping[str, Any], now: float) -> str:
+    """How long the task's ranks (or analyzer) have run: from when they really started (``running_at``),
+    ``-`` while Ray has not placed them yet; records from before that field count from the launch."""
+    started = task.get("running_at")
+    if started is None:
+        if task.get("status") == "RUNNING" and (task.get("phase") or "") in _NOT_STARTED_PHASES:
+            return "-"
+        started = task.get("started_at")
     if started is None:
         return "-"
     return duration((task.get("ended_at") or now) - started)
+
+
+_NOT_STARTED_PHASES = ("starting", "waiting for resources")  # "": a record from before phases
 
 
 def _phase_note(task: Mapping[str, Any]) -> str:
@@ -192,7 +202,7 @@ def tasks_table(tasks: Sequence[Mapping[str, Any]], *, title: str) -> Any:
             escape(Path(str(t.get("package", ""))).name),
             escape(str(t.get("description") or "")),
             stamp(t.get("submitted_at")),
-            _ran(t, now),
+            task_ran(t, now),
             escape(latest_metrics_text(task_latest_metrics(t))),
             escape(_note(t)),
         )

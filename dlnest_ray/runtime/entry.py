@@ -35,9 +35,12 @@ def run_rank(
     cpu: bool,
     description: str = "",
 ) -> dict[str, object]:
-    """Train this rank; returns ``{"finished_epoch", "stopped"}``; raises TrainingFailed on a user error."""
+    """Train this rank; returns ``{"finished_epoch"}``. Raises TrainingFailed on a user error, and
+    :class:`~dlnest_ray.errors.RunStopped` when the run was asked to stop: Ray then shows the rank task
+    as failed with that message (as it shows a task it cancelled), never as finished."""
     import torch
 
+    from ..errors import RunStopped
     from .trainer import StopRequested, TrainOptions, train
 
     # A reused worker keeps the thread count of whatever first imported torch in it: set it per rank.
@@ -60,6 +63,6 @@ def run_rank(
                 task_id=task_id,
             ),
         )
-        return {"finished_epoch": result.finished_epoch, "stopped": False}
-    except StopRequested:
-        return {"finished_epoch": None, "stopped": True}
+        return {"finished_epoch": result.finished_epoch}
+    except StopRequested as e:
+        raise RunStopped(str(e) or "stopped by request") from None

@@ -74,7 +74,8 @@ class TrainOptions:
 
 
 class StopRequested(KeyboardInterrupt):
-    """The run was asked to stop (its stop file appeared): handled like Ctrl-C."""
+    """The run was asked to stop (its stop file appeared): handled like Ctrl-C. Once the run has wound
+    down, its message says where it stopped (``stopped at epoch 2 by request; checkpoint 1 kept``)."""
 
 
 class _StopCheck:
@@ -200,9 +201,10 @@ class _Run:
                 self._loop(comps)
         except BaseException as e:  # user code may raise anything; KeyboardInterrupt is a cancel
             failure = e
-            if comps is not None:
+            stop = isinstance(e, KeyboardInterrupt)  # a stop is no crash: no traceback of ours for it
+            if comps is not None and (not stop or _overrides_aborting(comps.life_cycle)):
                 self._guard(functools.partial(comps.life_cycle.train_aborting, e))
-            else:
+            elif not stop:
                 import traceback
 
                 traceback.print_exception(type(e), e, e.__traceback__)
@@ -231,7 +233,7 @@ class _Run:
                 )
             )
         if isinstance(failure, KeyboardInterrupt):
-            raise failure
+            raise self._stopped(failure)
         if failure is not None:
             out = self.pkg.output_path(st.rank if self.dist else None)
             if isinstance(failure, DlnestError) and not isinstance(failure, TrainingFailed):
@@ -243,6 +245,18 @@ class _Run:
             global_step=comps.global_step if comps else 0,
             last_checkpoint=self.last_ckpt,
         )
+
+    def _stopped(self, stop: KeyboardInterrupt) -> KeyboardInterrupt:
+        """Say in one line where the run stopped and what it kept (rank 0), and return the exception to
+        raise, carrying that line."""
+        how = "stopped" if isinstance(stop, StopRequested) else "interrupted"
+        kept = "no checkpoint kept"
+        if self.status.is_main:
+            ids = self.pkg.checkpoint_ids()  # pending writes were flushed: these are durable
+            kept = f"checkpoint {ids[-1]} kept" if ids else "no checkpoint kept"
+        line = f"{how} at epoch {self.status.epoch} by request; {kept}"
+        print(f"[dlnest-ray] {line}", flush=True)
+        return StopRequested(line) if isinstance(stop, StopRequested) else stop
 
     @staticmethod
     def _guard(fn: Callable[[], Any]) -> BaseException | None:
@@ -385,6 +399,14 @@ class _Run:
         if not call_hook(lc, "before", "validation_analyze"):
             model.validation_analyze(c.log)
         call_hook(lc, "after", "validation_analyze")
+
+
+def _overrides_aborting(life_cycle: Any) -> bool:
+    from .bases import LifeCycleBase
+
+    return overrides(life_cycle, "train_aborting", LifeCycleBase) or overrides(
+        life_cycle, "trainAborting", LifeCycleBase
+    )
 
 
 def _len_or_none(loader: Any) -> int | None:

@@ -7,7 +7,11 @@ Rules:
   below the maximum; among those, best fit (least memory left over).
 * ``multi``/``ddp`` without ``gpus``: when no single GPU fits, the fewest GPUs of one node that each
   cover ``ceil(memory / k)``. ``gpus=K``: exactly K GPUs of one node. Ranks always get distinct GPUs.
-* CPU tasks need no GPU and never wait behind GPU tasks.
+* Every rank holds ``cpus_per_rank`` CPUs of its node (a DDP run one per GPU): a task goes only where
+  its node has those CPUs free (Ray would otherwise leave it waiting for them while it looked running
+  and held its GPU memory). A CPU task needs no GPU and never waits behind GPU tasks, only for CPUs; it
+  goes to the node with the most free CPUs. Nodes whose CPUs are unknown do not limit anything.
+* While ``down`` drains the center, nothing launches: every pending task waits for the next ``up``.
 * Backfill: a task that does not fit does not block the tasks behind it, but the oldest task that
   has waited longer than ``settings.starvation_s`` reserves the GPUs it waits for (the most free ones
   it could use), so younger tasks cannot keep taking them. One reservation at a time, as in EASY
@@ -21,9 +25,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .specs import Decision, GpuState, Launch, Placement, Settings, Snapshot, TaskSpec, Wait
+from .specs import Decision, GpuState, Launch, NodeCpus, Placement, Settings, Snapshot, TaskSpec, Wait
 
-__all__ = ["decide", "infeasible"]
+__all__ = ["DRAINING_REASON", "decide", "infeasible"]
+
+DRAINING_REASON = "dlnest-ray is going down (`dlnest-ray down`): it starts after the next `up`"
+
+
+def _cpus(n: float) -> str:
+    return f"{n:g} CPU" + ("" if n == 1 else "s")
 
 
 def _need(task: TaskSpec, total_mb: int, k: int, settings: Settings) -> int:
@@ -69,9 +79,10 @@ def infeasible(task: TaskSpec, gpus: Sequence[GpuState], settings: Settings | No
 class _Pool:
     """Mutable view of the GPUs during one pass: launches decided so far take memory and slots."""
 
-    def __init__(self, gpus: Sequence[GpuState], settings: Settings) -> None:
+    def __init__(self, gpus: Sequence[GpuState], settings: Settings, cpus: Sequence[NodeCpus] = ()) -> None:
         self.gpus = list(gpus)
         self.settings = settings
+        self.cpus = {c.node: c.free for c in cpus}  # a node not here is not limited by CPUs
         self.usable = [g.usable_mb for g in gpus]
         self.tasks = [g.tasks for g in gpus]
         self.held_for: dict[int, str] = {}  # GPU position → the starving task it is reserved for
@@ -92,12 +103,28 @@ class _Pool:
     def open(self, i: int) -> bool:
         return self.is_open[i]
 
+    def cpus_fit(self, node: str, need: float) -> bool:
+        return node not in self.cpus or self.cpus[node] >= need - 1e-9
+
+    def take_cpus(self, node: str | None, need: float) -> None:
+        if node is not None and node in self.cpus:
+            self.cpus[node] -= need
+            self.version += 1
+
     def take(self, positions: Sequence[int], mb: int) -> None:
         for i in positions:
             self.usable[i] -= mb
             self.tasks[i] += 1
             self.is_open[i] = self._compute_open(i)
         self.version += 1
+
+    def cpu_node(self, need: float) -> tuple[str | None, bool]:
+        """Where a CPU task goes: (the node with the most free CPUs, whether they cover ``need``);
+        (None, True) when no node's CPUs are known (Ray picks)."""
+        if not self.cpus:
+            return None, True
+        node = max(sorted(self.cpus), key=lambda n: self.cpus[n])
+        return node, self.cpus[node] >= need - 1e-9
 
     def hold(self, positions: Sequence[int], task_id: str) -> None:
         for i in positions:
@@ -115,10 +142,15 @@ class _Pool:
             self._tops_version = self.version
         return any(len(top) >= k and top[k - 1] >= need for top in self._tops)
 
-    def fit(self, task: TaskSpec, k: int, *, ignore_load: bool = False) -> tuple[str, list[int], int] | None:
-        """Best-fit k distinct GPUs of one node for ``task``: (node, positions, MB each), or None."""
+    def fit(
+        self, task: TaskSpec, k: int, *, ignore_load: bool = False, ignore_cpus: bool = False
+    ) -> tuple[str, list[int], int] | None:
+        """Best-fit k distinct GPUs of one node for ``task``: (node, positions, MB each), or None. A node
+        without the CPUs for the task's ranks is skipped, unless ``ignore_cpus`` or ``ignore_load``."""
         best: tuple[int, str, list[int], int] | None = None
         for node, positions in self.by_node.items():
+            if not (ignore_load or ignore_cpus or self.cpus_fit(node, task.cpus_on(k))):
+                continue
             cands: list[tuple[int, int, int]] = []
             for i in positions:
                 g = self.gpus[i]
@@ -151,14 +183,25 @@ class _Pool:
             return [1]
         return range(1, max((len(v) for v in self.by_node.values()), default=0) + 1)
 
-    def place(self, task: TaskSpec) -> tuple[str, list[int], int] | None:
+    def place(self, task: TaskSpec, *, ignore_cpus: bool = False) -> tuple[str, list[int], int] | None:
         for k in self.counts(task):
             if task.memory_mb is not None and not self.may_fit(-(-task.memory_mb // k), k):
                 continue
-            found = self.fit(task, k)
+            found = self.fit(task, k, ignore_cpus=ignore_cpus)
             if found is not None:
                 return found
         return None
+
+    def explain_cpus(self, task: TaskSpec) -> str | None:
+        """When GPU memory alone would fit but the node's CPUs do not: that reason, else None."""
+        found = self.place(task, ignore_cpus=True)
+        if found is None:
+            return None
+        node, positions, _ = found
+        labels = ",".join(f"gpu{self.gpus[i].index}" for i in positions)
+        need = task.cpus_on(len(positions))
+        free = max(0.0, self.cpus.get(node, 0.0))
+        return f"needs {_cpus(need)} on the node of {node}:{labels}; {free:g} free"
 
     def _summary(self) -> tuple[str | None, int, str, int]:
         """Task-independent part of a wait reason, cached per version:
@@ -207,15 +250,25 @@ class _Pool:
 
 def decide(pending: Sequence[TaskSpec], snapshot: Snapshot) -> list[Decision]:
     """One decision per pending task, in submit order; launches within the pass see each other."""
-    pool = _Pool(snapshot.gpus, snapshot.settings)
-    failed: dict[tuple[Placement, int | None, int | None], tuple[int, str]] = {}
+    if snapshot.draining:
+        return [Wait(task_id=t.task_id, reason=DRAINING_REASON) for t in pending]
+    pool = _Pool(snapshot.gpus, snapshot.settings, snapshot.cpus)
+    failed: dict[tuple[Placement, int | None, int | None, float], tuple[int, str]] = {}
     out: list[Decision] = []
     for task in pending:
         if task.placement is Placement.CPU:
-            out.append(Launch(task_id=task.task_id, node=None, gpus=(), mb_per_gpu=0))
+            need = task.cpus_on(1)
+            node, fits = pool.cpu_node(need)
+            if fits:
+                pool.take_cpus(node, need)
+                out.append(Launch(task_id=task.task_id, node=node, gpus=(), mb_per_gpu=0))
+            else:
+                free = max(0.0, pool.cpus.get(node or "", 0.0))
+                why = f"needs {_cpus(need)} on one node; the most free is {free:g} (on {node})"
+                out.append(Wait(task_id=task.task_id, reason=why))
             continue
         starving = snapshot.now - task.submitted_at > snapshot.settings.starvation_s
-        key = (task.placement, task.memory_mb, task.gpus)
+        key = (task.placement, task.memory_mb, task.gpus, task.cpus_per_rank)
         cached = failed.get(key)
         # a starving task only differs from its twins when it may still take the one reservation
         if cached is not None and cached[0] == pool.version and (not starving or pool.held_for):
@@ -225,10 +278,11 @@ def decide(pending: Sequence[TaskSpec], snapshot: Snapshot) -> list[Decision]:
         if found is not None:
             node, positions, mb = found
             pool.take(positions, mb)
+            pool.take_cpus(node, task.cpus_on(len(positions)))
             gpus = tuple(pool.gpus[i].index for i in positions)
             out.append(Launch(task_id=task.task_id, node=node, gpus=gpus, mb_per_gpu=mb))
             continue
-        reason = pool.explain(task)
+        reason = pool.explain_cpus(task) or pool.explain(task)
         if not starving or pool.held_for:  # only the oldest starving task holds GPUs (EASY backfilling)
             failed[key] = (pool.version, reason)
             out.append(Wait(task_id=task.task_id, reason=reason))

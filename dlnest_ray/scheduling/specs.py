@@ -5,7 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-__all__ = ["Decision", "GpuState", "Launch", "Placement", "Settings", "Snapshot", "TaskSpec", "Wait"]
+__all__ = [
+    "Decision",
+    "GpuState",
+    "Launch",
+    "NodeCpus",
+    "Placement",
+    "Settings",
+    "Snapshot",
+    "TaskSpec",
+    "Wait",
+]
 
 DEFAULT_MEMORY_FRACTION = 0.9  # DLNest: a task without --memory needs 90% of a GPU
 
@@ -26,19 +36,27 @@ class Placement(str, Enum):
 @dataclass(frozen=True, kw_only=True)
 class TaskSpec:
     """A pending task's resource request. ``memory_mb`` is the total the run needs (split evenly over
-    its GPUs); None means 90% of a GPU. ``gpus`` asks for exactly that many GPUs/ranks."""
+    its GPUs); None means 90% of a GPU. ``gpus`` asks for exactly that many GPUs/ranks. Each rank (one
+    process; a DDP run has one per GPU) holds ``cpus_per_rank`` CPUs of its node."""
 
     task_id: str
     placement: Placement = Placement.GPU
     memory_mb: int | None = None
     gpus: int | None = None
     submitted_at: float = 0.0
+    cpus_per_rank: float = 1.0
 
     def __post_init__(self) -> None:
         if self.memory_mb is not None and self.memory_mb <= 0:
             raise ValueError("memory_mb must be positive")
         if self.gpus is not None and (self.gpus < 1 or not self.placement.spreads):
             raise ValueError("gpus needs placement multi or ddp and a count >= 1")
+        if self.cpus_per_rank < 0:
+            raise ValueError("cpus_per_rank must be 0 or more")
+
+    def cpus_on(self, k: int) -> float:
+        """CPUs the task holds on its node when placed on ``k`` GPUs (DDP: one rank per GPU)."""
+        return self.cpus_per_rank * (k if self.placement is Placement.DDP else 1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,6 +82,15 @@ class GpuState:
 
 
 @dataclass(frozen=True, kw_only=True)
+class NodeCpus:
+    """CPUs of one node that no Ray work holds (placement groups of running tasks included) and that no
+    task launched but not yet placed by Ray will take."""
+
+    node: str
+    free: float
+
+
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     max_tasks_per_device: int = 10_000
     starvation_s: float = 3600.0  # the oldest task waiting longer reserves the GPUs it waits for
@@ -72,15 +99,21 @@ class Settings:
 
 @dataclass(frozen=True, kw_only=True)
 class Snapshot:
+    """What a pass sees. ``cpus``: free CPUs per node; a node not listed is not limited by CPUs (a
+    device source that cannot tell). ``draining``: ``down`` has begun, nothing may launch."""
+
     gpus: tuple[GpuState, ...]
     settings: Settings = field(default_factory=Settings)
     now: float = 0.0
+    cpus: tuple[NodeCpus, ...] = ()
+    draining: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
 class Launch:
     """Start ``task_id`` on ``node`` with these GPU indices, reserving ``mb_per_gpu`` on each.
-    A CPU task has ``node=None`` (Ray picks a node) and no GPUs."""
+    A CPU task has no GPUs; its ``node`` is the one with the most free CPUs, or None when no node's CPUs
+    are known (Ray then picks one)."""
 
     task_id: str
     node: str | None

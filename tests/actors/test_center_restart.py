@@ -128,14 +128,16 @@ def test_run_gone_at_restart_without_segment_end(
     pkg = SavePackage.open(info(center, b)["package"])
     pkg.begin_segment({"kind": "train", "task_id": b})  # began, never ended (killed)
     c = center.run_train(str(project), memory_mb=12000)  # pending
+    clock.advance(5)
     center, launcher = _restart_without_supervisors(home, devices, clock)
-    for tid in (a, b):
-        rec = info(center, tid)
-        assert rec["status"] == "FAILED", tid
-        assert rec["error"], tid
-    # the restart's own pass gives the GPUs of the runs that ended meanwhile to the waiting one
-    assert status(center, c) == "RUNNING"
-    assert launched(launcher)[0][0] == c
+    # b began its run and ended unseen: FAILED; a never started a rank: back in the queue, in its place
+    rec = info(center, b)
+    assert rec["status"] == "FAILED" and rec["error"]
+    assert "back in the queue" in "\n".join(center.get_dlnest_output()["lines"])
+    # the restart's own pass gives the GPUs of the runs that ended meanwhile to the waiting ones, a first
+    assert [t[0] for t in launched(launcher)] == [a, c]
+    rec = info(center, a)
+    assert rec["status"] == "RUNNING" and rec["started_at"] == clock.now and rec["error"] == ""
 
 
 def test_run_gone_at_restart_with_package_removed(
@@ -166,8 +168,10 @@ def test_resumed_run_gone_at_restart_is_not_taken_for_the_earlier_success(
     clock.advance(3600)
     resumed = center.continue_train(str(pkg.path), memory_mb=1000)
     assert status(center, resumed) == "RUNNING"
-    center, _ = _restart_without_supervisors(home, devices, clock)  # it died without a trace
-    assert status(center, resumed) == "FAILED"
+    center, launcher = _restart_without_supervisors(home, devices, clock)  # it died without a trace
+    # it never started a rank (no segment of its own): queued again, never taken for the first run's end
+    assert status(center, resumed) == "RUNNING"
+    assert [t[0] for t in launched(launcher)] == [resumed]
 
 
 def test_cancel_requested_before_restart_is_still_a_cancel(

@@ -66,13 +66,41 @@ def test_clear_keeps_offsets_growing():
     assert _text(buf.read(0)["lines"]) == ["c"]
 
 
-def test_log_is_appended_to_a_file(tmp_path: Path):
+def test_log_is_appended_to_a_file_and_clear_moves_it_aside(tmp_path: Path):
     path = tmp_path / "center.log"
     buf = LogBuffer(path, max_lines=1)
     buf.write("x")
     buf.write("y\nz")
-    buf.clear()
     assert _text(path.read_text().splitlines()) == ["x", "y", "z"]
+    buf.clear()
+    assert not path.exists()  # cleared: a restarted center does not bring the lines back ...
+    assert _text((tmp_path / "center.log.1").read_text().splitlines()) == ["x", "y", "z"]  # ... kept here
+    buf.write("w")
+    assert _text(path.read_text().splitlines()) == ["w"]
+    assert _text(LogBuffer(path).read(0)["lines"]) == ["w"]
+
+
+def test_a_new_log_buffer_starts_with_the_files_last_lines(tmp_path: Path):
+    path = tmp_path / "center.log"
+    first = LogBuffer(path)
+    for i in range(50):
+        first.write(f"m{i}")
+    again = LogBuffer(path, max_lines=10)  # a restarted center, or the next `up`
+    r = again.read(0)
+    assert _text(r["lines"]) == [f"m{i}" for i in range(40, 50)]
+    again.write("after")
+    assert _text(again.read(r["end"])["lines"]) == ["after"]
+    assert path.read_text().count("\n") == 51  # preloaded lines are not written twice
+
+
+def test_tail_lines_reads_across_blocks(tmp_path: Path):
+    from dlnest_ray.actors.store import tail_lines
+
+    path = tmp_path / "f"
+    path.write_text("".join(f"line {i}\n" for i in range(1000)))
+    assert tail_lines(path, 3, block=7) == ["line 997", "line 998", "line 999"]
+    assert tail_lines(path, 2000, block=64) == [f"line {i}" for i in range(1000)]
+    assert tail_lines(tmp_path / "missing", 5) == []
 
 
 def test_center_output_shows_queued_and_launched(center: Center, home: Path, project: Path):

@@ -22,6 +22,7 @@ __all__ = [
     "gated_project",
     "json_out",
     "port_open",
+    "ray_tasks",
     "session_pids",
     "wait_for",
 ]
@@ -118,3 +119,24 @@ def wait_for(check: Callable[[], Any], *, timeout: float, what: str, every: floa
             return last
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+
+
+_RAY_TASKS = """
+import json, sys
+from dlnest_ray.actors.address import auth_env
+auth_env()
+from ray.util.state import list_tasks
+rows = list_tasks(address=sys.argv[1], limit=10000, detail=True, raise_on_missing_output=False)
+print(json.dumps([[t.name, t.state, t.error_type or "", t.error_message or ""] for t in rows]))
+"""
+
+
+def ray_tasks(address: str, env: dict[str, str]) -> list[tuple[str, str, str, str]]:
+    """Every task Ray's state API knows on the cluster at ``address``: (name, state, error type, error
+    message) — what `ray list tasks` and the dashboard show. Asked from a process of its own."""
+    full = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | env
+    proc = subprocess.run(
+        [sys.executable, "-c", _RAY_TASKS, address], env=full, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    return [tuple(row) for row in json.loads(proc.stdout.splitlines()[-1])]  # type: ignore[misc]

@@ -28,7 +28,16 @@ import pytest
 from tests.cli.helpers import Cli, single_error_line
 from tests.projects import write_project
 
-from .helpers import cli, free_port, gated_project, json_out, port_open, session_pids, wait_for
+from .helpers import (
+    cli,
+    free_port,
+    gated_project,
+    json_out,
+    port_open,
+    ray_tasks,
+    session_pids,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -61,7 +70,7 @@ def cluster() -> Iterator[Cluster]:
         "RAY_TMPDIR": str(base),
         "DLNEST_RAY_CANCEL_GRACE_S": "3",
     }
-    sid = 0
+    sids: list[int] = []
     try:
         up = cli(
             "up",
@@ -78,13 +87,13 @@ def cluster() -> Iterator[Cluster]:
         )
         assert up.returncode == 0, str(up)
         c = Cluster(env=env, home=home, base=base, up=up)
-        sid = int(c.head()["session_id"])
+        sids.append(int(c.head()["session_id"]))
         yield c
     finally:
-        if not sid and (home / "head.json").exists():
-            sid = int(json.loads((home / "head.json").read_text())["session_id"])
+        if (home / "head.json").exists():  # the head of the last `up` (a test may stop and restart it)
+            sids.append(int(json.loads((home / "head.json").read_text())["session_id"]))
         down = cli("down", "--force", env=env, timeout=180)
-        left = session_pids(sid) if sid else []
+        left = [pid for sid in set(sids) for pid in session_pids(sid)]
         for pid in left:  # last resort, only this head's processes (never `ray stop`: it stops every cluster)
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
@@ -268,6 +277,63 @@ def test_an_analyzer_through_the_cli(cluster: Cluster, tmp_path_factory: pytest.
     assert "hello from Model" in replay.stdout and replay.stdout.rstrip().endswith(f"{aid} ended")
 
 
+def test_ray_shows_each_run_as_it_ended(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Ray's own view (the state API behind `ray list tasks` and the dashboard) must agree with
+    dlnest-ray: succeeded runs' rank tasks FINISHED, a failed run's FAILED with its error, a cancelled
+    one's FAILED as stopped (as Ray shows tasks it cancels) — and nothing else failed, although every
+    CLI process that submitted them has long exited."""
+    folder = tmp_path_factory.mktemp("ends")
+    failing = write_project(folder / "failing", epochs=2, fail_at_epoch=0, n_train=64, n_val=32)
+    f = json_out(cluster("run", failing, "--memory", "2000", "--json"))["task_id"]
+    gate = folder / "never-opened"
+    g = json_out(cluster("run", gated_project(folder / "gated", gate), "--memory", "2000", "--json"))[
+        "task_id"
+    ]
+    pkg = Path(cluster.tasks()[g]["package"])
+    wait_for(
+        lambda: (pkg / "_output.txt").exists() and "waiting at the gate" in (pkg / "_output.txt").read_text(),
+        timeout=90,
+        what=f"{g} to reach its gate",
+    )
+    assert "being stopped" in cluster("del", g).stdout
+    ended = wait_for(
+        lambda: (
+            (t := cluster.tasks()) and all(t[x]["status"] in ("FAILED", "CANCELLED") for x in (f, g)) and t
+        ),
+        timeout=120,
+        what="the failing and the cancelled run to end",
+    )
+    assert (ended[f]["status"], ended[g]["status"]) == ("FAILED", "CANCELLED")
+    assert (
+        (pkg / "_output.txt")
+        .read_text()
+        .rstrip()
+        .endswith("stopped at epoch 0 by request; no checkpoint kept")
+    )
+    assert "Traceback" not in (pkg / "_output.txt").read_text()
+
+    def ray_view() -> dict[str, tuple[str, str, str]] | None:
+        rows = ray_tasks(cluster.head()["address"], cluster.env)
+        ranks = {name.split()[0]: (state, etype, msg) for name, state, etype, msg in rows if " rank0" in name}
+        return ranks if all(x in ranks and ranks[x][0] in ("FINISHED", "FAILED") for x in (f, g)) else None
+
+    ranks = wait_for(ray_view, timeout=60, what="Ray to record the rank tasks' ends")
+    for tid in ("T_0001", "T_0002", "T_0004"):
+        assert ranks[tid][0] == "FINISHED", (tid, ranks[tid])
+    assert ranks[f][:2] == ("FAILED", "TASK_EXECUTION_EXCEPTION") and "RuntimeError" in ranks[f][2]
+    assert ranks[g][0] == "FAILED" and "RunStopped" in ranks[g][2] and "by request" in ranks[g][2]
+    failed = [r for r in ray_tasks(cluster.head()["address"], cluster.env) if r[1] == "FAILED"]
+    # the other failed tasks are calls refused on purpose above (a bad config, an escaping script name):
+    # their exception is the refusal; no task was failed by Ray for a dead worker or an ended job
+    assert all(r[2] == "TASK_EXECUTION_EXCEPTION" for r in failed), failed
+    others = [r for r in failed if r[0].split()[0] not in (f, g)]
+    assert sorted(r[0] for r in others) == [
+        "AnalyzerActor.submit",
+        "CenterActor.run_train",
+        "CenterActor.run_train",
+    ], others
+
+
 def test_log_shows_and_clears_the_center_messages(cluster: Cluster) -> None:
     shown = cluster("log")
     assert shown.returncode == 0, str(shown)
@@ -277,24 +343,60 @@ def test_log_shows_and_clears_the_center_messages(cluster: Cluster) -> None:
     assert "T_0001 queued" not in cluster("log").stdout
 
 
-def test_down_refuses_while_a_run_runs_and_force_cancels_it(cluster: Cluster) -> None:
-    config = gated_project(cluster.base / "never", cluster.base / "never-opened")
-    e = json_out(cluster("run", config, "--memory", "6000", "--json"))
-    tid = e["task_id"]  # T_0006: the analyzer above took id 5
-    assert (tid, e["status"]) == ("T_0006", "RUNNING")
+def test_down_force_keeps_a_pending_run_queued_and_up_runs_it(
+    cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The review's case: two runs RUNNING, one PENDING behind them. `down --force` cancels the running
+    ones, which frees their GPUs; the pending run must not be launched into the cluster going away, and
+    after the next `up` it is PENDING (never FAILED) and runs; the center's log survived too."""
+    folder = tmp_path_factory.mktemp("down")
+    gate = folder / "never-opened"
+    gated = gated_project(folder / "gated", gate)
+    running = [json_out(cluster("run", gated, "--memory", "12000", "--json")) for _ in range(2)]
+    assert [r["status"] for r in running] == ["RUNNING", "RUNNING"]
+    plain = write_project(folder / "plain", epochs=1, n_train=64, n_val=32)
+    waiting = json_out(cluster("run", plain, "--memory", "12000", "--json"))
+    w = waiting["task_id"]
+    assert waiting["status"] == "PENDING"
     refused = cluster("down")
     line = single_error_line(refused)
-    assert tid in line and "--force" in line
+    assert all(r["task_id"] in line for r in running) and "--force" in line
     head = cluster.head()
     forced = cluster("down", "--force", timeout=180)
     assert forced.returncode == 0, str(forced)
-    assert f"{tid} is being stopped" in forced.stdout
+    assert "nothing new starts" in forced.stdout and "1 pending task(s) stay queued" in forced.stdout
     assert "stopped the center" in forced.stdout and "stopped the local Ray head" in forced.stdout
     assert not (cluster.home / "head.json").exists()
     assert not port_open(head["address"])
     assert session_pids(int(head["session_id"])) == []
+    assert not _owner_processes(cluster.home)
     state = json.loads((cluster.home / "center.json").read_text())
     final = {t["task_id"]: t["status"] for t in state["tasks"]}
-    assert final[tid] == "CANCELLED"
+    assert [final[r["task_id"]] for r in running] == ["CANCELLED", "CANCELLED"]
+    assert final[w] == "PENDING" and state["draining"] is True
     assert single_error_line(cluster("tasks")).startswith("error: no Ray cluster")
     assert cluster("down").stdout.strip() == "dlnest-ray is not running"
+
+    again = cluster("up", "--num-gpus", "2", "--port", free_port(), "--dashboard-port", "0", timeout=240)
+    assert again.returncode == 0, str(again)
+    watched = cluster("watch", w, timeout=180)
+    assert watched.returncode == 0, str(watched)
+    assert watched.stdout.rstrip().splitlines()[-1] == f"{w} SUCCEEDED"
+    log = cluster("log").stdout
+    assert "draining: `dlnest-ray down` has begun" in log and f"{w} launched on" in log  # before and after
+    assert log.index("draining") < log.index(f"{w} launched on")
+    done = cluster("down")
+    assert done.returncode == 0, str(done)
+    assert wait_for(lambda: not _owner_processes(cluster.home), timeout=30, what="the owner to exit")
+
+
+def _owner_processes(home: Path) -> list[int]:
+    """The center owner's processes for this home (see dlnest_ray/actors/owner.py)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+                if b"dlnest_ray.actors.owner" in cmd and str(home).encode() in cmd:
+                    found.append(int(entry))
+    return found

@@ -238,3 +238,52 @@ def test_decisions_never_oversubscribe(
     free = {(g.node, g.index): g.free_mb for g in devs}
     assert all(used[k] <= free[k] for k in used)
     assert all(c <= max_tasks for c in count.values())
+
+
+# ------------------------------------------------------------------------------------------ CPUs, drain
+def cpu_run(
+    tasks: list[TaskSpec], devs: tuple[GpuState, ...], cpus: dict[str, float], **kw: object
+) -> dict[str, object]:
+    from dlnest_ray.scheduling.specs import NodeCpus
+
+    snap = Snapshot(gpus=devs, cpus=tuple(NodeCpus(node=n, free=f) for n, f in cpus.items()), **kw)  # type: ignore[arg-type]
+    return {d.task_id: d for d in decide(tasks, snap)}
+
+
+def test_a_run_waits_for_its_nodes_cpus_with_a_reason():
+    out = cpu_run([task("T1", 6000), task("T2", 6000), task("T3", 3000)], gpus("a", 16000), {"a": 2})
+    assert placed(out["T1"]) == ("a", (0,)) and placed(out["T2"]) == ("a", (0,))
+    wait = out["T3"]
+    assert isinstance(wait, Wait)  # the memory fits; the CPUs do not
+    assert wait.reason == "needs 1 CPU on the node of a:gpu0; 0 free"
+
+
+def test_ddp_ranks_each_need_cpus_and_a_node_with_them_is_chosen():
+    devs = gpus("a", 16000, 16000) + gpus("b", 16000, 16000)
+    ddp = TaskSpec(task_id="D", placement=P.DDP, memory_mb=8000, gpus=2, cpus_per_rank=1.5)
+    out = cpu_run([ddp], devs, {"a": 2, "b": 3})
+    assert placed(out["D"]) == ("b", (0, 1))
+    out = cpu_run([ddp], devs, {"a": 2, "b": 2.5})
+    assert isinstance(out["D"], Wait) and "needs 3 CPUs on the node of" in out["D"].reason
+
+
+def test_cpu_tasks_go_to_the_node_with_most_free_cpus_and_wait_when_none_has_them():
+    devs = gpus("a", 16000) + gpus("b", 16000)
+    tasks = [task(f"C{i}", placement=P.CPU) for i in range(4)]
+    out = cpu_run(tasks, devs, {"a": 1, "b": 2})
+    assert [out[f"C{i}"].node for i in range(3)] == ["b", "a", "b"]  # type: ignore[union-attr]
+    assert isinstance(out["C3"], Wait)
+    assert out["C3"].reason == "needs 1 CPU on one node; the most free is 0 (on a)"
+
+
+def test_unknown_cpus_limit_nothing():
+    out = cpu_run([task("C", placement=P.CPU), task("T", 6000)], gpus("a", 16000), {})
+    assert isinstance(out["C"], Launch) and out["C"].node is None
+    assert placed(out["T"]) == ("a", (0,))
+
+
+def test_draining_launches_nothing():
+    from dlnest_ray.scheduling.policy import DRAINING_REASON
+
+    out = cpu_run([task("T", 6000), task("C", placement=P.CPU)], gpus("a", 16000), {}, draining=True)
+    assert all(isinstance(d, Wait) and d.reason == DRAINING_REASON for d in out.values())

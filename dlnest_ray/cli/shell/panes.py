@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..tables import duration, task_devices
+from ..tables import task_devices, task_ran
 
 __all__ = [
     "WIDE_MIN_COLUMNS",
@@ -198,8 +198,7 @@ def tasks_fragments(
         out += [("", "\n"), ("class:dim", _fit("no tasks: `run CONFIG` queues one", width).rstrip())]
     for t in rows:
         status = str(t.get("status"))
-        started = t.get("started_at")
-        ran = duration((t.get("ended_at") or now) - started) if started is not None else "-"
+        ran = task_ran(t, now)
         cells = [
             ("", _fit(str(t.get("task_id")), widths[0])),
             (STATUS_STYLE.get(status, ""), _fit(status_text(t), widths[1])),
