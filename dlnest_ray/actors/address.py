@@ -123,11 +123,27 @@ def init_ray(address: str) -> Any:
         return None
     auth_env()
     try:
-        return ray.init(
-            address=address, namespace=NAMESPACE, logging_level=logging.ERROR, log_to_driver=False
-        )
+        ctx = ray.init(address=address, namespace=NAMESPACE, logging_level=logging.ERROR, log_to_driver=False)
     except ConnectionError as e:
         raise DlnestError(f"cannot connect to the Ray cluster at {address} ({e})") from None
+    _quiet_sigterm()
+    return ctx
+
+
+def _quiet_sigterm() -> None:
+    """Ray's core installs a crash handler that prints a stack dump (``*** SIGTERM received ... PC: @``)
+    when the process is terminated; a command told to stop (``kill``, a supervisor's timeout) should
+    just exit, 128 + 15, as without Ray."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def state_home(home: Path | None) -> Path:

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..devices import GpuInfo
 from ..errors import DlnestError, PackageError
-from ..savepack.facts import analyzer_memory_mb, find_scripts_dir
+from ..savepack.facts import analyzer_memory_mb, find_scripts_dir, package_description
 from ..savepack.package import SavePackage
 from ..scheduling.policy import DRAINING_REASON, decide, infeasible
 from ..scheduling.specs import GpuState, Launch, NodeCpus, Placement, Settings, Snapshot, Wait
@@ -125,9 +125,11 @@ class Center(SettingsOps):
         placement: str = "gpu",
         gpus: int | None = None,
     ) -> str:
-        """Queue the continuation of an existing package (from ``ckpt_id``, -1: latest valid)."""
+        """Queue the continuation of an existing package (from ``ckpt_id``, -1: latest valid). Without a
+        ``description`` it keeps the package's."""
         spec_kw = self._spec_kw(placement, memory_mb, gpus)
         pkg = SavePackage.open(record_path)
+        description = description or package_description(pkg.meta)
         pkg.resolve_ckpt_id(ckpt_id)  # refuse a missing or damaged checkpoint now, not at launch
         self._refuse_infeasible(spec_kw)
         name = Path(str(pkg.meta.get("source_project") or pkg.path)).name

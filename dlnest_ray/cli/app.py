@@ -29,6 +29,28 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"dlnest-ray {version('dlnest-ray')}")
+        except PackageNotFoundError:  # pragma: no cover - running from a source tree that is not installed
+            typer.echo("dlnest-ray (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", "-V", help="Print the version and exit.", callback=_version, is_eager=True
+    ),
+) -> None:
+    """Queue, place, record, resume and analyze PyTorch training runs (the successor of DLNest)."""
+
+
 app.command("new")(project.new)
 app.command("train")(foreground.train)
 app.command("analyze")(analysis.analyze)

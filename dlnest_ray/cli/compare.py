@@ -1,8 +1,9 @@
 """``dlnest-ray compare PACKAGE PACKAGE...``: several runs side by side, from their save packages alone.
 
-One table, one column per run: status, finished epochs, wall time, devices, the config keys whose values
-differ between the runs (flattened ``a.b.c``), and the final and best value of every metric (the rule
-for "best" is in :mod:`dlnest_ray.savepack.compare`). No cluster and no Ray: only the package folders are
+One table, one column per run (labelled by the run's description, else its folder name): status,
+finished epochs, wall time, devices, the config keys whose values differ between the runs (rows ``cfg
+a.b.c``), and the final and best value of every metric (the rule for "best" is in
+:mod:`dlnest_ray.savepack.compare`). No cluster and no Ray: only the package folders are
 read; pyarrow and matplotlib are imported inside the command.
 """
 
@@ -60,7 +61,7 @@ def compare(
     # "epochs", "wall_time_s", "devices", "world_size", "peak_gpu_mb", "config", "metrics": {NAME: {"goal",
     # "final", "best", "best_epoch"}}}]}, plus "plot" with --plot. A config key a run lacks is left out of
     # its "config"; NaN and infinities are null (strict JSON).
-    from ..savepack.compare import common_metrics, differing_keys, display_names, load_run, summarize_run
+    from ..savepack.compare import common_metrics, differing_keys, load_run, run_labels, summarize_run
     from .plotting import require_matplotlib
 
     paths = list(packages or [])
@@ -77,7 +78,7 @@ def compare(
     if repeated:
         raise DlnestError(f"the same package is given twice: {', '.join(repeated)}")
     summaries = [summarize_run(r) for r in runs]
-    names = display_names(resolved)
+    names = run_labels(runs)
     keys = differing_keys([s.config for s in summaries])
     common = common_metrics(summaries)
 
@@ -203,7 +204,7 @@ def _print_table(names: Sequence[str], summaries: Sequence[RunSummary], keys: Se
     if keys:
         for i, k in enumerate(keys):
             row(
-                escape(k),
+                escape(f"cfg {k}"),  # a config key, never mistaken for the rows above (`epochs`)
                 [escape(_config_text(s.config, k)) for s in summaries],
                 end_section=i == len(keys) - 1,
             )

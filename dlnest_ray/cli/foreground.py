@@ -11,7 +11,16 @@ import typer
 from ..errors import AnalysisError, DlnestError
 from .options import DescOpt, FreqOpt, NameByDescOpt, NoSaveOpt
 
-__all__ = ["analyze_once", "parse_gpus", "train"]
+__all__ = ["analyze_once", "kept_text", "parse_gpus", "train"]
+
+
+def kept_text(ids: list[int]) -> str:
+    """``no checkpoint kept``, ``1 checkpoint kept (id 3)``, ``3 checkpoints kept (ids 0, 3, 4)``."""
+    if not ids:
+        return "no checkpoint kept"
+    if len(ids) == 1:
+        return f"1 checkpoint kept (id {ids[0]})"
+    return f"{len(ids)} checkpoints kept (ids {', '.join(map(str, ids))})"
 
 
 def parse_gpus(value: str | None) -> tuple[int, ...] | None:
@@ -64,7 +73,12 @@ def train(
             raise DlnestError(
                 "--resume continues an existing package: give no CONFIG, --freq, --no-save or --name-by-desc"
             )
-        path = SavePackage.open(resume).path
+        opened = SavePackage.open(resume)
+        path = opened.path
+        if not desc:  # a continuation keeps the run's description
+            from ..savepack.facts import package_description
+
+            desc = package_description(opened.meta)
     else:
         if config is None:
             raise DlnestError("give the project's root_config.json (or --resume PACKAGE)")
@@ -88,9 +102,10 @@ def train(
             ),
         )
     kept = SavePackage.open(path).checkpoint_ids()
+    epochs = result.finished_epoch + 1
     typer.echo(
-        f"finished epoch {result.finished_epoch} ({result.global_step} steps); "
-        f"checkpoints kept: {', '.join(map(str, kept)) or 'none'}"
+        f"finished epoch {result.finished_epoch} ({epochs} epoch{'' if epochs == 1 else 's'} in all, "
+        f"{result.global_step} steps); {kept_text(kept)}"
     )
     typer.echo(f"package: {path}")
 

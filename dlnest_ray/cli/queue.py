@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import DlnestError
+from ..savepack.outputs import TaskSection
 from .cluster import AddressOpt, connect_client
 from .options import DescOpt, FreqOpt, NameByDescOpt, NoSaveOpt
 from .tables import console, devices_table, print_json, settings_table, tasks_table, with_latest_metrics
@@ -253,11 +254,13 @@ def log(
         if not follow:
             return
     offset = 0
+    first = True
     try:
         while True:
             out = client.get_dlnest_output(offset)
-            if out.get("missed"):
+            if out.get("missed") and not first:  # a first read starts at the oldest line still kept
                 typer.echo(f"[missed {out['missed']} lines]")
+            first = False
             for line in out.get("lines", []):
                 typer.echo(line)
             offset = int(out["end"])
@@ -278,8 +281,8 @@ def _output_path(package: Path, rank: int | None) -> Path | None:
     return None
 
 
-def _copy_new(path: Path | None, offset: int) -> int:
-    """Write the bytes of ``path`` after ``offset`` to stdout; returns the new offset."""
+def _copy_new(path: Path | None, offset: int, section: TaskSection) -> int:
+    """Write the task's part of the bytes of ``path`` after ``offset`` to stdout; returns the new offset."""
     if path is None:
         return offset
     try:
@@ -288,10 +291,14 @@ def _copy_new(path: Path | None, offset: int) -> int:
             data = f.read()
     except FileNotFoundError:
         return offset
+    _emit(section.feed(data))
+    return offset + len(data)
+
+
+def _emit(data: bytes) -> None:
     if data:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
-    return offset + len(data)
 
 
 def watch(
@@ -326,19 +333,26 @@ def watch(
     package = Path(task["package"])
     offset = 0
     path: Path | None = None
+    section = TaskSection(task_id)  # a continued package's file holds other tasks' output too
     try:
         while True:
             status = str(task["status"])
             path = path or _output_path(package, rank)
-            offset = _copy_new(path, offset)
-            if status in TERMINAL:
+            offset = _copy_new(path, offset, section)
+            if status in TERMINAL or section.done:
                 break
             time.sleep(POLL_S)
             task = _find(client, task_id)
+        while status not in TERMINAL:  # its part of the file is over (a later task's began): its end
+            time.sleep(POLL_S)
+            task = _find(client, task_id)
+            status = str(task["status"])
     except KeyboardInterrupt:
         typer.echo(f"\nstopped watching; {task_id} goes on (`dlnest-ray del {task_id}` stops it)", err=True)
         return 130
-    if offset and not _ends_with_newline(path):
+    rest = section.finish()
+    _emit(rest)
+    if (offset or rest) and not _ends_with_newline(path) and not section.done:
         typer.echo("")
     from .tables import latest_metrics_text, task_latest_metrics
 

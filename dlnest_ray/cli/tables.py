@@ -139,12 +139,15 @@ def latest_metrics_text(row: Mapping[str, Any] | None, *, keys: int = LATEST_KEY
     with 4 significant digits; ``""`` for no row."""
     if not row:
         return ""
+    from ..savepack.metrics import is_companion
+
     parts = [f"ep {row['epoch']}"] if row.get("epoch") is not None else []
     shown = 0
+    names = list(row)
     for key, value in row.items():
         if shown >= keys:
             break
-        if key in _NOT_LOG or value is None:
+        if key in _NOT_LOG or value is None or is_companion(key, names):  # loss.last: loss says it
             continue
         parts.append(f"{key} {_number(value)}")
         shown += 1

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import DlnestError, TrainingFailed
-from ..savepack.metrics import MetricsLog
+from ..savepack.metrics import MetricsLog, list_marks
 from ..savepack.package import SavePackage
 from .aliases import overrides
 from .bases import ModelBase
@@ -151,11 +151,28 @@ def train(package: str | Path, options: TrainOptions | None = None) -> TrainResu
     os.chdir(pkg.path)
     try:
         if opts.capture_output:
+            if opts.task_id:  # a queued task's part of the output starts here (`watch` shows only it)
+                _mark_output(out_path, opts.task_id)
             with OutputTee(out_path, console=opts.console):
                 return _Run(pkg, opts, dist).run()
         return _Run(pkg, opts, dist).run()
     finally:
         os.chdir(old_cwd)
+
+
+def _mark_output(path: Path, task_id: str) -> None:
+    """Append the task's marker line (on a line of its own) to the output file it is about to write."""
+    from ..savepack.outputs import marker_line
+
+    lead = ""
+    try:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            lead = "" if f.read(1) == b"\n" else "\n"
+    except OSError:  # no file yet, or an empty one
+        pass
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(f"{lead}{marker_line(task_id)}\n")
 
 
 class _Run:
@@ -326,6 +343,7 @@ class _Run:
         stop = _StopCheck(self.opts.stop_file, st)
         while True:
             stop.epoch()
+            marks = list_marks(c.log)  # the metrics row takes the epoch's mean of what lists gain now
             if not call_hook(lc, "before", "one_epoch"):
                 st.phase = Phase.TRAINING
                 loader = c.train_loader
@@ -371,7 +389,9 @@ class _Run:
                     barrier(st)  # every rank waits until rank 0 has captured the state
                 call_hook(lc, "after", "save_model")
                 if metrics is not None:
-                    row = metrics.append(epoch=epoch, step=c.global_step, wall_time=time.time(), log=c.log)
+                    row = metrics.append(
+                        epoch=epoch, step=c.global_step, wall_time=time.time(), log=c.log, marks=marks
+                    )
                     if self.tb is not None:
                         self.tb.add_epoch(row)
                     self._notify("epoch_finished", epoch, row)

@@ -38,6 +38,8 @@ __all__ = [
     "load_metrics",
     "load_run",
     "metric_goal",
+    "run_description",
+    "run_labels",
     "summarize_metric",
     "summarize_run",
 ]
@@ -166,8 +168,12 @@ class MetricsData:
 
     @property
     def metric_names(self) -> list[str]:
-        """Every numeric column other than ``epoch``, ``step`` and ``wall_time``, in file order."""
-        return [c for c in self.numeric_columns if c not in BOOKKEEPING_COLUMNS]
+        """Every numeric column other than ``epoch``, ``step`` and ``wall_time``, in file order, without
+        the ``<key>.last`` companions of epoch means (``loss.last`` beside ``loss``)."""
+        from .metrics import is_companion
+
+        names = [c for c in self.numeric_columns if c not in BOOKKEEPING_COLUMNS]
+        return [c for c in names if not is_companion(c, names)]
 
     @property
     def numeric_columns(self) -> list[str]:
@@ -302,6 +308,25 @@ def display_names(paths: Sequence[Path]) -> list[str]:
             return labels
         for i in grow:
             depth[i] += 1
+
+
+def run_description(run: RunData) -> str:
+    """The run's description (:func:`~dlnest_ray.savepack.facts.package_description`)."""
+    from .facts import package_description
+
+    return package_description(run.meta)
+
+
+def run_labels(runs: Sequence[RunData]) -> list[str]:
+    """What a person calls each run: its description, else its folder name (with parent folders where
+    folder names clash, :func:`display_names`); a description two runs share gets the folder added."""
+    folders = display_names([r.path for r in runs])
+    labels = [run_description(r) or folder for r, folder in zip(runs, folders, strict=True)]
+    clashes = {label for label in labels if labels.count(label) > 1}
+    return [
+        f"{label} ({folder})" if label in clashes and label != folder else label
+        for label, folder in zip(labels, folders, strict=True)
+    ]
 
 
 # ------------------------------------------------------------------------------------------------ reading

@@ -1,4 +1,5 @@
-"""What a save package tells about analysing it: where its scripts are, how much GPU memory it needs.
+"""What a save package tells about itself: its description, where its analysis scripts are, how much GPU
+memory analysing it needs.
 
 Reads the package's files only (no torch, no Ray), so the center can decide at submit time.
 """
@@ -12,9 +13,25 @@ from typing import Any
 from ..errors import AnalysisError
 from .create import SCRIPTS_DIR
 
-__all__ = ["CUDA_CONTEXT_MB", "SCRIPTS_DIR", "analyzer_memory_mb", "find_scripts_dir", "peak_gpu_mb"]
+__all__ = [
+    "CUDA_CONTEXT_MB",
+    "SCRIPTS_DIR",
+    "analyzer_memory_mb",
+    "find_scripts_dir",
+    "package_description",
+    "peak_gpu_mb",
+]
 
 CUDA_CONTEXT_MB = 512  # what a CUDA context takes besides torch's allocations (torch does not count it)
+
+
+def package_description(meta: dict[str, Any]) -> str:
+    """The run's description: the latest one a run segment recorded (``continue -d`` changes it), else
+    the one the package was created with (``run -d``), else ``""``."""
+    for segment in reversed(meta.get("segments") or []):
+        if isinstance(segment, dict) and str(segment.get("description") or "").strip():
+            return str(segment["description"]).strip()
+    return str(meta.get("description") or "").strip()
 
 
 def find_scripts_dir(package: Path, meta: dict[str, Any], given: str | Path | None = None) -> Path:

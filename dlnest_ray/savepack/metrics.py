@@ -1,27 +1,54 @@
 """``metrics.parquet``: one row per finished epoch, from the log dict (written by rank 0).
 
 Columns: ``epoch`` (int), ``step`` (global step, int), ``wall_time`` (unix seconds, float), then every
-scalar of the log dict as float64 — a number, a one-element tensor/array, or the last element of a list
-of those. Keys that appear later get nulls in earlier rows. The file is rewritten atomically each epoch
-(parquet cannot be appended); on resume from an older checkpoint, rows of the abandoned epochs are dropped.
+scalar of the log dict as float64 — a number, a one-element tensor/array, or, for a list of those, the
+epoch's value: a list that grew by more than one value during the epoch (a loss appended every step)
+gives the **mean of this epoch's values** in ``<key>`` and its last value in ``<key>.last``; a list that
+grew by one (an accuracy appended once per epoch) or not at all gives its last value. Keys that appear
+later get nulls in earlier rows. The file is rewritten atomically each epoch (parquet cannot be
+appended); on resume from an older checkpoint, rows of the abandoned epochs are dropped. Files written
+before the means existed (``loss`` = the last step's) read as they are.
 """
 
 from __future__ import annotations
 
 import functools
 import io
-import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_bytes
 
-__all__ = ["METRICS_FILE", "MetricsLog", "latest_metrics", "read_metrics", "scalar_row"]
+__all__ = [
+    "LAST_SUFFIX",
+    "METRICS_FILE",
+    "ListMarks",
+    "MetricsLog",
+    "is_companion",
+    "latest_metrics",
+    "list_marks",
+    "read_metrics",
+    "scalar_row",
+]
 
 METRICS_FILE = "metrics.parquet"
+LAST_SUFFIX = ".last"  # the last value of a list whose epoch value is a mean
 _RESERVED = ("epoch", "step", "wall_time")
+
+ListMarks = Mapping[str, tuple[int, int]]  # key → (id of the list, its length) at an epoch's start
+
+
+def list_marks(log: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
+    """Where every list of the log dict stands now (taken at an epoch's start): what is appended after
+    this is the epoch's. The list's identity is kept, so a list the user replaced counts whole."""
+    return {str(k): (id(v), len(v)) for k, v in log.items() if isinstance(v, (list, tuple))}
+
+
+def is_companion(name: str, names: Sequence[str]) -> bool:
+    """``loss.last`` next to ``loss``: a detail column that displays leave out unless asked for."""
+    return name.endswith(LAST_SUFFIX) and name[: -len(LAST_SUFFIX)] in names
 
 
 def _scalar(value: Any) -> float | None:
@@ -40,18 +67,39 @@ def _scalar(value: Any) -> float | None:
     return None
 
 
-def scalar_row(log: Mapping[str, Any]) -> dict[str, float]:
-    """The scalars of a log dict: a value, or the last element of a list/tuple value."""
+def _epoch_values(key: str, value: list[Any] | tuple[Any, ...], marks: ListMarks | None) -> list[Any]:
+    """The values a list gained during the epoch (``marks``: where it stood at its start)."""
+    if marks is None:
+        return list(value[-1:])
+    mark = marks.get(key)
+    if mark is None or mark[0] != id(value) or mark[1] > len(value):
+        return list(value)  # a new or replaced list: all of it is this epoch's
+    return list(value[mark[1] :])
+
+
+def scalar_row(log: Mapping[str, Any], marks: ListMarks | None = None) -> dict[str, float]:
+    """The scalars of a log dict: a value, or a list/tuple's epoch value (module doc): the mean of the
+    values it gained since ``marks`` when more than one (and ``<key>.last``), else its last value.
+    Without ``marks`` a list gives its last value."""
     row: dict[str, float] = {}
     for key, value in log.items():
+        name = str(key)
+        name = f"log.{name}" if name in _RESERVED else name
         if isinstance(value, (list, tuple)):
             if not value:
                 continue
-            value = value[-1]
+            gained = [x for x in map(_scalar, _epoch_values(str(key), value, marks)) if x is not None]
+            last = _scalar(value[-1])
+            if len(gained) > 1:
+                row[name] = sum(gained) / len(gained)  # NaN or inf stays visible
+                if last is not None:
+                    row[name + LAST_SUFFIX] = last
+            elif last is not None:
+                row[name] = last
+            continue
         x = _scalar(value)
         if x is not None:
-            name = str(key)
-            row[f"log.{name}" if name in _RESERVED else name] = x if not math.isnan(x) else float("nan")
+            row[name] = x
     return row
 
 
@@ -69,8 +117,22 @@ class MetricsLog:
             self.rows = kept
             self._write()
 
-    def append(self, *, epoch: int, step: int, wall_time: float, log: Mapping[str, Any]) -> dict[str, Any]:
-        row: dict[str, Any] = {"epoch": epoch, "step": step, "wall_time": wall_time, **scalar_row(log)}
+    def append(
+        self,
+        *,
+        epoch: int,
+        step: int,
+        wall_time: float,
+        log: Mapping[str, Any],
+        marks: ListMarks | None = None,
+    ) -> dict[str, Any]:
+        """Record the epoch's row (``marks``: :func:`list_marks` of the log at the epoch's start)."""
+        row: dict[str, Any] = {
+            "epoch": epoch,
+            "step": step,
+            "wall_time": wall_time,
+            **scalar_row(log, marks),
+        }
         self.rows = [r for r in self.rows if r.get("epoch") != epoch]
         self.rows.append(row)
         self._write()

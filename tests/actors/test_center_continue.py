@@ -131,3 +131,21 @@ def test_continue_after_a_real_cpu_training(center: Center, launcher: FakeLaunch
     again = center.continue_train(pkg, placement="cpu")
     assert info(center, again)["resume"] is True
     assert launched(launcher)[-1] == (again, None, (), 0)
+
+
+def test_continue_keeps_the_runs_description_unless_given_one(center: Center, project: Path):
+    tid = center.run_train(str(project), placement="cpu", description="lr 3e-3")
+    pkg_path = Path(info(center, tid)["package"])
+    SavePackage.open(pkg_path).save_checkpoint({"step": 0}, epoch=0)
+    center.task_finished(tid, "SUCCEEDED")
+    kept = center.continue_train(str(pkg_path), placement="cpu")
+    assert info(center, kept)["description"] == "lr 3e-3"
+    pkg = SavePackage.open(pkg_path)  # the continuation records it as the run's latest description
+    seg = pkg.begin_segment({"kind": "resume", "task_id": kept, "description": "lr 3e-3, longer"})
+    pkg.end_segment(seg, status="succeeded")
+    center.task_finished(kept, "SUCCEEDED")
+    again = center.continue_train(str(pkg_path), placement="cpu")
+    assert info(center, again)["description"] == "lr 3e-3, longer"
+    center.task_finished(again, "SUCCEEDED")
+    given = center.continue_train(str(pkg_path), placement="cpu", description="other")
+    assert info(center, given)["description"] == "other"

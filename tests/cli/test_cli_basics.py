@@ -176,3 +176,11 @@ def test_usage_errors_print_usage_not_a_traceback(args, message):
     assert result.returncode == 2, str(result)
     assert message in result.stderr
     assert "Traceback" not in result.stderr, str(result)
+
+
+def test_kept_checkpoints_read_as_ids() -> None:
+    from dlnest_ray.cli.foreground import kept_text
+
+    assert kept_text([]) == "no checkpoint kept"
+    assert kept_text([0]) == "1 checkpoint kept (id 0)"  # not "checkpoints kept: 0", read as "none"
+    assert kept_text([0, 3, 4]) == "3 checkpoints kept (ids 0, 3, 4)"

@@ -27,7 +27,9 @@ def test_blank_project_trains_with_its_defaults(tmp_path):
     assert result.returncode == 0, str(result)
     pkg = package_from(result)
     assert pkg.parent == project / "Saves"
-    assert "finished epoch 1 (32 steps)" in result.stdout  # 2 epochs of 1024 samples in batches of 64
+    assert (
+        "finished epoch 1 (2 epochs in all, 32 steps)" in result.stdout
+    )  # 2 epochs of 1024 samples in batches of 64
     out = (pkg / "_output.txt").read_text()
     assert "Epoch 0 |" in out and "Epoch 1 |" in out and "val acc" in out
     assert "Epoch 1 |" in result.stdout  # the run's output is shown on the console too
@@ -53,8 +55,7 @@ def test_failure_then_resume(tmp_path):
 
     resumed = run_cli("train", "--resume", pkg, "--cpu", cwd=tmp_path)
     assert resumed.returncode == 0, str(resumed)
-    assert "finished epoch 2 (12 steps)" in resumed.stdout
-    assert "checkpoints kept: 0, 1, 2" in resumed.stdout
+    assert "finished epoch 2 (3 epochs in all, 12 steps); 3 checkpoints kept (ids 0, 1, 2)" in resumed.stdout
     out = (pkg / "_output.txt").read_text()
     assert out.startswith(out_before)
     assert "resuming from checkpoint 0 (epoch 0)" in out[len(out_before) :]
@@ -221,7 +222,7 @@ def test_freq_config_overrides_and_is_snapshotted(tmp_path):
     result = run_cli("train", cfg, "-f", freq, "--cpu", cwd=tmp_path)
     assert result.returncode == 0, str(result)
     pkg = package_from(result)
-    assert "finished epoch 0 (4 steps)" in result.stdout
+    assert "finished epoch 0 (1 epoch in all, 4 steps)" in result.stdout
     assert json.loads((pkg / "args.json").read_text())["epochs"] == 1
     manifest = json.loads((pkg / "_package.json").read_text())
     assert manifest["freq_config"] and (pkg / manifest["freq_config"]).read_text() == freq.read_text()

@@ -77,14 +77,14 @@ def test_table(cli, runs) -> None:
     assert result.exit_code == 0, result.output
     header = next(line for line in result.stdout.splitlines() if line.startswith("┃"))
     assert [c.strip() for c in header.strip("┃").split("┃")] == ["", "lr0.01", "lr0.05"]
-    assert [float(c) for c in cells(result.stdout, "model_config.lr")] == list(LRS)
+    assert [float(c) for c in cells(result.stdout, "cfg model_config.lr")] == list(LRS)
     labels = [
         line.strip("│").split("│")[0].strip() for line in result.stdout.splitlines() if line.startswith("│")
     ]
     metric_rows = ["loss final", "loss best (min)", "acc final", "acc best (max)"]
     metric_rows += ["val_loss final", "val_loss best (min)", "lr final", "lr best (min)"]
     # the one config row: identical keys (hidden, seed, epochs...) and root_file_path are not shown
-    assert labels == ["status", "epochs", "wall time", "devices", "model_config.lr", *metric_rows]
+    assert labels == ["status", "epochs", "wall time", "devices", "cfg model_config.lr", *metric_rows]
     assert cells(result.stdout, "status") == ["succeeded", "succeeded"]
     assert cells(result.stdout, "epochs") == ["2", "2"]
     assert cells(result.stdout, "devices") == ["cpu", "cpu"]
@@ -98,6 +98,31 @@ def test_table(cli, runs) -> None:
             best_text, at = cells(result.stdout, f"{name} best ({goal})")[i].split(" @")
             assert float(best_text) == pytest.approx(best, rel=1e-5)
             assert values[int(at)] == best
+
+
+def test_runs_are_labelled_by_their_description(cli, tmp_path) -> None:
+    """Timestamp folders say nothing: a run's description labels it; one two runs share gets the
+    folder; a run without one keeps its folder name. Config rows are `cfg KEY`, never `epochs` twice."""
+    cfg = write_project(tmp_path / "proj", epochs=1)
+    freq = write_freq(tmp_path / "two.json", epochs=2)
+    a = SavePackage(cfg).save_to_new_dir(description="baseline")
+    b = SavePackage(cfg, freq).save_to_new_dir(description="longer")
+    c = SavePackage(cfg).save_to_new_dir(description="longer")
+    d = SavePackage(cfg).save_to_new_dir()
+    result = invoke(cli, a, b, c, d)
+    assert result.exit_code == 0, result.output
+    header = next(line for line in result.stdout.splitlines() if line.startswith("┃"))
+    assert [h.strip() for h in header.strip("┃").split("┃")] == [
+        "",
+        "baseline",
+        f"longer ({b.name})",
+        f"longer ({c.name})",
+        d.name,
+    ]
+    assert cells(result.stdout, "cfg epochs") == ["1", "2", "1", "1"]
+    assert cells(result.stdout, "epochs") == ["0", "0", "0", "0"]  # finished epochs: none trained
+    names = [r["name"] for r in json.loads(invoke(cli, a, d, "--json").stdout)["runs"]]
+    assert names == ["baseline", d.name]
 
 
 def test_json(cli, runs) -> None:

@@ -139,13 +139,13 @@ def test_unknown_key_names_the_available_ones(cli, packages) -> None:
     assert isinstance(result.exception, DlnestError)
     assert str(result.exception) == (
         f"unknown metric key 'accuracy' in {packages[0].name}; "
-        "available: step, wall_time, loss, acc, val_loss, lr"
+        "available: step, wall_time, loss, loss.last, acc, val_loss, lr"
     )
     result = invoke(cli, packages[0], "--keys", " , ")
     assert isinstance(result.exception, DlnestError)
     assert str(result.exception) == (
         f"--keys needs metric names separated by commas; available in {packages[0].name}: "
-        "step, wall_time, loss, acc, val_loss, lr"
+        "step, wall_time, loss, loss.last, acc, val_loss, lr"
     )
 
 

@@ -65,14 +65,22 @@ def test_log_pane_follows_the_end_and_splits_embedded_newlines() -> None:
     assert text_of(log_fragments([], empty="nothing")) == "nothing"
 
 
-def test_a_scrolled_back_pane_puts_the_cursor_on_an_earlier_line() -> None:
+def test_a_scrolled_back_pane_ends_at_an_earlier_line_at_once() -> None:
+    """PageUp must move the pane on the frame it is pressed: the pane's text ends `back` lines before
+    the end (with the cursor there), instead of a cursor moved up inside a pane that already shows it."""
     lines = [[("", f"l{i}")] for i in range(10)]
     out = log_fragments(lines, back=3, tail=4)
-    assert text_of(out) == "\n".join(f"l{i}" for i in range(3, 10))  # the tail grows by what is scrolled
-    at = out.index(CURSOR)
-    assert text_of(out[:at]).endswith("l6") and text_of(out[at:]).startswith("\nl7")
-    assert log_fragments(lines, back=99).index(CURSOR) == 1  # clamped to the first line
-    assert log_fragments(lines, back=0)[-1] == CURSOR
+    assert text_of(out) == "l3\nl4\nl5\nl6" and out[-1] == CURSOR
+    assert text_of(log_fragments(lines, back=99)) == "l0"  # clamped: the first line stays
+    assert text_of(log_fragments(lines, back=0)) == "\n".join(f"l{i}" for i in range(10))
+
+
+def test_help_is_shown_from_its_top() -> None:
+    from dlnest_ray.cli.shell.panes import top_fragments
+
+    out = top_fragments(["a", "b", "c"], first=1)
+    assert out[0] == CURSOR and text_of(out) == "b\nc"
+    assert text_of(top_fragments(["a"], first=5)) == "a"
 
 
 def test_ansi_output_becomes_styled_lines() -> None:
@@ -306,19 +314,24 @@ def test_poll_reads_incrementally_by_offset() -> None:
 
 
 def test_poll_follows_a_run_output_file_by_bytes(tmp_path: Path) -> None:
+    """Only the run's own part of the file: an earlier task's output (a continued package) is not it."""
+    from dlnest_ray.savepack.outputs import marker_line
+
     client, state = FakeClient(), ShellState()
     package = tmp_path / "pkg"
     package.mkdir()
-    client.tasks = [{**task("T_0001", "RUNNING"), "package": str(package)}]
-    (package / "_output.txt").write_text("epoch 0\npartial")
-    state.watch("T_0001")
+    client.tasks = [{**task("T_0002", "RUNNING"), "package": str(package)}]
+    earlier = f"{marker_line('T_0001')}\nT_0001 epoch 0\n"
+    (package / "_output.txt").write_text(f"{earlier}{marker_line('T_0002')}\nepoch 0\npartial")
+    state.watch("T_0002")
     poll_once(client, state)  # tasks first, then the file: the package is known in the same pass
-    assert lines_of(state.output) == ["epoch 0"]
+    assert lines_of(state.output)[1:] == ["epoch 0"]
+    assert lines_of(state.output)[0].startswith("== T_0002 started")
     with open(package / "_output.txt", "a") as f:
         f.write(" line\nepoch 1\n")
     client.tasks[0]["status"] = "SUCCEEDED"
     poll_once(client, state)
-    assert lines_of(state.output) == ["epoch 0", "partial line", "epoch 1", "-- T_0001 SUCCEEDED --"]
+    assert lines_of(state.output)[1:] == ["epoch 0", "partial line", "epoch 1", "-- T_0002 SUCCEEDED --"]
 
 
 def test_poll_errors_are_shown_not_raised() -> None:

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -248,6 +249,13 @@ def test_continue_resumes_a_package(cluster: Cluster) -> None:
     assert watched.returncode == 0, str(watched)
     assert watched.stdout.rstrip().splitlines()[-1] == "T_0004 SUCCEEDED"
     assert cluster.tasks()["T_0004"]["resume"] is True
+    # the package's output file now holds both tasks: each `watch` shows its own part only
+    assert watched.stdout.startswith("== T_0004 started ")
+    assert "resuming from checkpoint" in watched.stdout and "waiting at the gate" not in watched.stdout
+    first = cluster("watch", "T_0001")
+    assert first.returncode == 0, str(first)
+    assert first.stdout.startswith("== T_0001 started ") and "waiting at the gate" in first.stdout
+    assert "T_0004" not in first.stdout and "resuming from checkpoint" not in first.stdout
 
 
 def test_an_analyzer_through_the_cli(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> None:
@@ -341,6 +349,32 @@ def test_log_shows_and_clears_the_center_messages(cluster: Cluster) -> None:
         assert text in shown.stdout, text
     assert "cleared" in cluster("log", "--clear").stdout
     assert "T_0001 queued" not in cluster("log").stdout
+
+
+def test_a_follower_stopped_by_sigterm_exits_quietly(cluster: Cluster) -> None:
+    """Ray's core prints a stack dump on SIGTERM (`*** SIGTERM received ... PC: @`); a `log --follow` or
+    `watch` that a script or a terminal multiplexer terminates must just exit (143)."""
+    assert cluster("config", "--devices", "all").returncode == 0  # a line in the center's log
+    full = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | cluster.env
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dlnest_ray", "log", "--follow"],
+        env=full,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 60)  # it printed the log: connected, following
+        assert ready and proc.stdout.readline()
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err.decode()
+    assert b"SIGTERM" not in err and b"PC: @" not in err, err.decode()
 
 
 def test_down_force_keeps_a_pending_run_queued_and_up_runs_it(

@@ -33,6 +33,7 @@ pytestmark = [
 ]
 
 SCRIPT = 'def experience(self):\n    print("hello from the analyzer, checkpoint", self.checkpoint_id)\n'
+MANY = 'def experience(self):\n    for i in range(90):\n        print(f"line {i:03d}")\n'
 
 
 @dataclass(kw_only=True)
@@ -120,6 +121,7 @@ def test_shell_runs_watches_and_exits_without_touching_tasks(term: Term, cluster
     config2 = gated_project(base / "p2", gate2)
     (base / "p1" / "AnalyzeScripts").mkdir()
     (base / "p1" / "AnalyzeScripts" / "hello.py").write_text(SCRIPT)
+    (base / "p1" / "AnalyzeScripts" / "many.py").write_text(MANY)
 
     term.shows(r"center log", timeout=60, what="the shell's screen")
     term.shows(r"gpu1\s+16000/16000", timeout=60, what="the devices pane")
@@ -148,6 +150,28 @@ def test_shell_runs_watches_and_exits_without_touching_tasks(term: Term, cluster
     term.type("exp hello")
     screen = term.shows(r"hello from the analyzer, checkpoint 0", timeout=60, what="the script's line")
     assert re.search(r"hello on A_0003 succeeded", screen) or "## exp 1 hello" in screen, screen
+
+    # PageUp moves the output pane on the very key press (the review saw it one press behind)
+    term.type("exp many")
+    term.shows(r"many on A_0003 succeeded", timeout=60, what="90 lines in the analyzer pane")
+    assert "line 089" in term.screen()
+    term.tmux("send-keys", "-t", "shell", "PPage")
+    screen = term.shows(r"output scrolled back \d+ lines", timeout=10, what="the scrolled-back status")
+    assert "line 089" not in screen and re.search(r"line 0[0-7]\d", screen), screen
+    term.tmux("send-keys", "-t", "shell", "NPage")
+    term.shows(r"line 089", timeout=10, what="the pane following its end again")
+
+    # help: too long for the messages pane, shown from its top in the output pane; Esc closes it
+    term.type("help")
+    screen = term.shows(r"help \(PgUp/PgDn scroll", timeout=10, what="the help pane")
+    assert "commands (as `dlnest-ray COMMAND`" in screen and "run CONFIG [-m MB]" in screen, screen
+    term.tmux("send-keys", "-t", "shell", "Escape")
+    term.shows(r"analyzer A_0003", timeout=10, what="the analyzer pane back")
+
+    # watching a task that does not exist says so, and the pane keeps what it showed
+    term.type("watch T_9999")
+    screen = term.shows(r"error: no task 'T_9999'", timeout=30, what="the refusal")
+    assert "output of T_9999" not in screen and "analyzer A_0003" in screen, screen
 
     term.type("exit")
     wait_for(lambda: not term.alive(), timeout=60, what="the shell's process to end")

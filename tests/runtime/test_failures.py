@@ -86,3 +86,42 @@ def test_resume_without_checkpoint_fails_with_a_clear_error(tmp_path):
     with pytest.raises(TrainingFailed, match="no valid checkpoint"):
         train(pkg, TrainOptions(cpu=True, resume=True))
     assert SavePackage.open(pkg).checkpoint_ids() == []
+
+
+STOP_AFTER_EPOCH_0 = """
+
+_plain_after_one_epoch = LifeCycle.after_one_epoch
+
+
+def _ask_to_stop(self):
+    if self.status.epoch == 0:  # what `dlnest-ray del` does: the run's stop file appears
+        Path(self.args["stop_file_for_test"]).touch()
+    return _plain_after_one_epoch(self)
+
+
+LifeCycle.after_one_epoch = _ask_to_stop
+"""
+
+
+@pytest.mark.parametrize("user_aborting", [False, True])
+def test_a_stopped_run_ends_with_one_line_not_a_traceback(tmp_path, user_aborting):
+    from dlnest_ray.runtime.trainer import StopRequested
+
+    stop = tmp_path / "T_0001.stop"
+    cfg = write_project(tmp_path / "proj", epochs=3, extra={"stop_file_for_test": str(stop)})
+    code = STOP_AFTER_EPOCH_0
+    if user_aborting:  # a life cycle of its own for stops still gets its call
+        code += "\n\ndef _aborting(self, e):\n    print('user saw', type(e).__name__)\n\n"
+        code += "LifeCycle.train_aborting = _aborting\n"
+    with open(tmp_path / "proj" / "LifeCycle.py", "a", encoding="utf-8") as f:
+        f.write(code)
+    pkg = SavePackage(cfg).save_to_new_dir()
+    with pytest.raises(StopRequested) as info:
+        train(pkg, TrainOptions(cpu=True, stop_file=str(stop), task_id="T_0001"))
+    assert str(info.value) == "stopped at epoch 1 by request; checkpoint 0 kept"
+    out = (pkg / "_output.txt").read_text()
+    assert "Traceback" not in out and "StopRequested" not in out.replace("user saw StopRequested", "")
+    assert out.rstrip().endswith("[dlnest-ray] stopped at epoch 1 by request; checkpoint 0 kept")
+    assert ("user saw StopRequested" in out) is user_aborting
+    seg = json.loads((pkg / "_package.json").read_text())["segments"][-1]
+    assert (seg["status"], seg["finished_epoch"]) == ("interrupted", 0)

@@ -152,3 +152,76 @@ def test_scalar_row_skips_non_scalars() -> None:
         "ok": 2.0
     }
     assert scalar_row({"t": (1, 2, 3)}) == {"t": 3.0}
+
+
+# ------------------------------------------------------------------------------------ epoch means
+def test_a_list_that_grew_by_several_values_gives_the_epoch_mean_and_its_last_value() -> None:
+    from dlnest_ray.savepack.metrics import list_marks
+
+    log: dict = {"loss": [9.0, 9.0], "acc": [0.5], "lr": [0.1], "fresh": [], "n": 3}
+    marks = list_marks(log)  # the epoch starts here
+    log["loss"] += [0.5, torch.tensor(0.25), 0.75]  # every step
+    log["acc"].append(torch.tensor([0.9]))  # once per epoch: its value, no mean
+    log["fresh"] = [2.0, 4.0]  # replaced during the epoch: all of it is this epoch's
+    row = scalar_row(log, marks)
+    assert row["loss"] == pytest.approx(0.5) and row["loss.last"] == 0.75
+    assert row["acc"] == pytest.approx(0.9) and "acc.last" not in row
+    assert row["lr"] == 0.1 and "lr.last" not in row  # did not grow: keeps its value
+    assert row["fresh"] == 3.0 and row["fresh.last"] == 4.0
+    assert row["n"] == 3.0
+    assert scalar_row(log)["loss"] == 0.75  # without marks (old callers): the last value
+
+
+def test_a_list_cleared_in_place_counts_from_its_start() -> None:
+    from dlnest_ray.savepack.metrics import list_marks
+
+    log: dict = {"loss": [5.0, 5.0, 5.0]}
+    marks = list_marks(log)
+    log["loss"].clear()
+    log["loss"] += [1.0, 3.0]
+    assert scalar_row(log, marks)["loss"] == 2.0
+
+
+def test_a_nan_step_makes_the_mean_nan() -> None:
+    from dlnest_ray.savepack.metrics import list_marks
+
+    log: dict = {"loss": []}
+    marks = list_marks(log)
+    log["loss"] += [1.0, float("nan")]
+    assert math.isnan(scalar_row(log, marks)["loss"])
+
+
+def test_training_records_epoch_means_of_the_step_losses(tmp_path: Path) -> None:
+    """End to end: the trainer's rows are the means of each epoch's step losses, as recorded in the
+    log dict the checkpoint keeps; the last step's value is loss.last; an old file still reads."""
+    from dlnest_ray.runtime.trainer import TrainOptions, train
+    from dlnest_ray.savepack.package import SavePackage
+    from tests.projects import isolated_imports, write_project
+
+    config = write_project(tmp_path / "proj", epochs=2, n_train=96, batch_size=32)
+    pkg = SavePackage(config)
+    path = pkg.save_to_new_dir()
+    with isolated_imports():
+        train(path, TrainOptions(cpu=True, capture_output=False))
+    losses = SavePackage.open(path).state_dict()["log_dict"]["loss"]
+    assert len(losses) == 6  # 3 steps per epoch
+    rows = read_metrics(path).to_pylist()
+    for epoch, row in enumerate(rows):
+        steps = losses[3 * epoch : 3 * epoch + 3]
+        assert row["loss"] == pytest.approx(sum(steps) / 3)
+        assert row["loss.last"] == pytest.approx(steps[-1])
+        assert row["acc"] is not None and "acc.last" not in row  # one value per epoch: no mean, no .last
+
+
+def test_display_names_leave_the_last_companions_out() -> None:
+    from dlnest_ray.savepack.compare import MetricsData
+    from dlnest_ray.savepack.metrics import is_companion
+
+    data = MetricsData(
+        columns=["epoch", "step", "wall_time", "loss", "loss.last", "acc", "x.last"],
+        rows=[
+            {"epoch": 0, "step": 1, "wall_time": 1.0, "loss": 1.0, "loss.last": 2.0, "acc": 0.5, "x.last": 1}
+        ],
+    )
+    assert data.metric_names == ["loss", "acc", "x.last"]  # x.last has no x: it is a metric of its own
+    assert is_companion("loss.last", ["loss", "loss.last"]) and not is_companion("x.last", ["x.last"])

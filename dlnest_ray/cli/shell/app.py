@@ -49,7 +49,14 @@ from prompt_toolkit.widgets import Frame
 from ...errors import DlnestError
 from .commands import HELP, CliCall, CliRunner, Exp, Refuse, ShellVerb, Watch, install_streams, plan
 from .completion import CompletionContext, ShellCompleter, specs_from_click
-from .panes import Fragments, choose_layout, devices_fragments, log_fragments, tasks_fragments
+from .panes import (
+    Fragments,
+    choose_layout,
+    devices_fragments,
+    log_fragments,
+    tasks_fragments,
+    top_fragments,
+)
 from .state import Poller, ShellState
 
 __all__ = ["Shell", "run_shell"]
@@ -108,9 +115,8 @@ class Shell:
         )
         self.center = SizedControl(lambda c: log_fragments(self._snap.center, empty="no messages yet"))
         self.output_back = 0  # lines the output pane is scrolled back from its end (PageUp/PageDown)
-        self.output = SizedControl(
-            lambda c: log_fragments(self._snap.output, empty=self._output_hint(), back=self.output_back)
-        )
+        self.help_top: int | None = None  # the output pane shows the help from this line (None: not)
+        self.output = SizedControl(self._output_fragments)
         self.messages = SizedControl(lambda c: log_fragments(self._snap.messages, empty=HINT))
         self.tasks = SizedControl(
             lambda c: tasks_fragments(self._snap.tasks, c.width, error=self._snap.error)
@@ -135,12 +141,19 @@ class Shell:
         if self._snap.watched != watched:  # another pane content: start at its end
             self.output_back = 0
 
+    def _output_fragments(self, control: SizedControl) -> Fragments:
+        if self.help_top is not None:
+            return top_fragments(HELP.splitlines(), first=self.help_top)
+        return log_fragments(self._snap.output, empty=self._output_hint(), back=self.output_back)
+
     def _output_hint(self) -> str:
         if self._snap.watched is None:
             return "no analyzer watched: `watch A_ID` (or `watch T_ID` for a run's output)"
         return f"no output from {self._snap.watched} yet"
 
     def _output_title(self) -> str:
+        if self.help_top is not None:
+            return "help (PgUp/PgDn scroll · Esc or `withdraw` closes)"
         watched = self._snap.watched
         if watched is None:
             return "analyzer"
@@ -221,7 +234,7 @@ class Shell:
             parts.append(f"{self._snap.busy} command(s) running")
         if self._snap.error:
             parts.append("center: " + self._snap.error[:60])
-        if self.output_back:
+        if self.output_back and self.help_top is None:
             parts.append(f"output scrolled back {self.output_back} lines (PageDown)")
         parts.append("Tab completes · ↑↓ history · PgUp/PgDn scroll · Ctrl-D leaves (tasks keep running)")
         return [("class:status", " | ".join(parts))]
@@ -241,11 +254,21 @@ class Shell:
 
         @keys.add("pageup")
         def _back(event: KeyPressEvent) -> None:  # scroll the output pane back (it stops following)
+            if self.help_top is not None:
+                self.help_top = max(0, self.help_top - page())
+                return
             self.output_back = min(self.output_back + page(), max(0, len(self._snap.output) - 1))
 
         @keys.add("pagedown")
         def _forward(event: KeyPressEvent) -> None:  # at the end again, it follows new lines
+            if self.help_top is not None:
+                self.help_top = min(self.help_top + page(), max(0, len(HELP.splitlines()) - 1))
+                return
             self.output_back = max(0, self.output_back - page())
+
+        @keys.add("escape", filter=Condition(lambda: self.help_top is not None))
+        def _close_help(event: KeyPressEvent) -> None:
+            self.help_top = None
 
         return keys
 
@@ -289,12 +312,16 @@ class Shell:
             if action.name == "exit":
                 self.app.exit()
             elif action.name == "withdraw":
-                self.state.watch(None)
+                if self.help_top is not None:  # first it closes the help, then it stops watching
+                    self.help_top = None
+                else:
+                    self.state.watch(None)
             elif action.name == "clear":
                 with self.state.lock:
                     self.state.messages.clear()
-            elif action.name == "help":
-                self.state.say(HELP)
+            elif action.name == "help":  # too long for the messages pane: the output pane shows it
+                self.help_top = 0
+                self.state.say("help is in the output pane (Esc or `withdraw` closes it)", "class:dim")
         elif isinstance(action, Watch):
             self._watch(action.task_id)
         elif isinstance(action, CliCall):
@@ -303,6 +330,21 @@ class Shell:
             self._in_worker(lambda: self._run_exp(action))
 
     def _watch(self, task_id: str) -> None:
+        """Show a task's output in the output pane; an id the center does not know is refused."""
+        self.help_top = None
+        known = self.state.task_ids()
+        if task_id not in known:  # the poller may not list it yet (just submitted): ask the center
+            self._in_worker(lambda: self._watch_if_known(task_id))
+            return
+        self._start_watching(task_id)
+
+    def _watch_if_known(self, task_id: str) -> None:
+        ids = {str(t["task_id"]) for t in self.client.get_task_info(include_finished=True)}
+        if task_id not in ids:
+            raise DlnestError(f"no task {task_id!r}; `tasks --all` lists them")
+        self._start_watching(task_id)
+
+    def _start_watching(self, task_id: str) -> None:
         self.state.watch(task_id)
         if task_id.startswith("A_"):  # the CLI's `exp SCRIPT` then uses it too, as after `dlnest-ray watch`
             from ..analysis import remember_analyzer

@@ -27,6 +27,7 @@ __all__ = [
     "log_fragments",
     "status_text",
     "tasks_fragments",
+    "top_fragments",
     "visible_tasks",
 ]
 
@@ -99,24 +100,33 @@ def log_fragments(
     lines: Iterable[Fragments], *, empty: str = "", tail: int = 400, back: int = 0
 ) -> Fragments:
     """The last ``tail`` lines (more could never be visible), newline-joined, with the cursor marker
-    after the last one so the pane follows the end; ``empty`` (dim) when there is nothing. ``back`` > 0
-    (scrolled back) puts the marker ``back`` lines before the end instead, so the pane shows that line
-    at its bottom; it is clamped to the first line."""
+    after the last one so the pane shows its end; ``empty`` (dim) when there is nothing. ``back`` > 0
+    (scrolled back) leaves the last ``back`` lines out, so the pane's bottom line is the one ``back``
+    lines before the end, on the very frame the key was pressed (a cursor moved up inside a pane that
+    already shows it would not scroll it); clamped so that the first line stays."""
     everything = list(lines)
-    back = max(0, back)
-    chosen = everything[-(tail + back) :]
+    back = min(max(0, back), max(0, len(everything) - 1))
+    chosen = everything[: len(everything) - back][-tail:]
     if not chosen:
         return [("class:dim", empty), CURSOR] if empty else [CURSOR]
-    mark = max(0, len(chosen) - 1 - back)  # the line the marker follows
     out: Fragments = []
     for i, line in enumerate(chosen):
         if i:
             out.append(("", "\n"))
         out.extend(line)
-        if i == mark and i != len(chosen) - 1:
-            out.append(CURSOR)
-    if mark == len(chosen) - 1:
-        out.append(CURSOR)
+    out.append(CURSOR)
+    return out
+
+
+def top_fragments(lines: Sequence[str], *, first: int = 0) -> Fragments:
+    """Text shown from its top (the help): lines from ``first`` on, the cursor on the first of them, so
+    the pane shows them from its first row."""
+    shown = list(lines[max(0, min(first, len(lines) - 1)) :])
+    out: Fragments = [CURSOR]
+    for i, line in enumerate(shown):
+        if i:
+            out.append(("", "\n"))
+        out.append(("", line))
     return out
 
 

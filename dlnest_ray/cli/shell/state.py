@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import DlnestError
+from ...savepack.outputs import TaskSection, section_start
 from .panes import Fragments, LineLog, ansi_fragments
 
 __all__ = ["POLL_S", "Poller", "ShellState", "Snapshot", "poll_once", "run_output_path"]
@@ -64,7 +65,7 @@ class ShellState:
     watched: str | None = None
     watched_offset: int = 0
     watched_alive: bool = True
-    partial: str = ""  # a run's output: the last line while it has no newline yet
+    section: TaskSection = field(default_factory=lambda: TaskSection(""))  # a run's part of its file
     generation: int = 0
     error: str = ""  # the last polling error (shown above the task table); "" when the center answers
     busy: int = 0  # commands running in worker threads
@@ -86,7 +87,7 @@ class ShellState:
         """Follow ``task_id``'s output in the right pane from its start (None: withdraw)."""
         with self.lock:
             self.watched, self.watched_offset, self.watched_alive = task_id, 0, True
-            self.partial = ""
+            self.section = TaskSection(task_id or "")
             self.generation += 1
             self.output.clear()
 
@@ -144,17 +145,24 @@ def _poll_analyzer(client: Any, state: ShellState, task_id: str, offset: int, ge
 
 
 def _poll_run(state: ShellState, task_id: str, offset: int, generation: int) -> None:
+    """The watched run's part of its package's output file (a continued package holds several tasks'
+    output: see :mod:`dlnest_ray.savepack.outputs`), read from where the last pass stopped."""
     task = state.find(task_id)
     if task is None:
         raise DlnestError(f"no task {task_id!r} (the task pane lists them)")
     path = run_output_path(Path(str(task.get("package") or "")))
     data = b""
     skipped = 0
+    with state.lock:
+        section = state.section
     if path is not None:
         with open(path, "rb") as f:
             size = f.seek(0, 2)
-            if offset == 0 and size > FIRST_READ_MAX:
-                skipped, offset = size - FIRST_READ_MAX, size - FIRST_READ_MAX
+            if offset == 0:
+                offset = section_start(str(path), task_id) or 0
+                if size - offset > FIRST_READ_MAX:  # show the tail of a long section
+                    skipped, offset = size - FIRST_READ_MAX - offset, size - FIRST_READ_MAX
+                    section.enter()
             f.seek(offset)
             data = f.read()
     ended = str(task.get("status")) in ("SUCCEEDED", "FAILED", "CANCELLED")
@@ -162,16 +170,12 @@ def _poll_run(state: ShellState, task_id: str, offset: int, generation: int) -> 
         if state.generation != generation:
             return
         if skipped:
-            state.output.add(f"[skipped the first {skipped} bytes of {path}]", "class:dim")
-        text = state.partial + data.decode("utf-8", errors="replace").replace("\r\n", "\n")
-        *complete, state.partial = text.split("\n")
-        for line in complete:
+            state.output.add(f"[skipped {skipped} bytes of {path}]", "class:dim")
+        mine = section.feed(data) + (section.finish() if ended else b"")
+        for line in mine.decode("utf-8", errors="replace").replace("\r\n", "\n").splitlines():
             state.output.add(line.rsplit("\r", 1)[-1])  # a progress bar: its last redraw only
         state.watched_offset = offset + len(data)
         if ended:
-            if state.partial:
-                state.output.add(state.partial)
-                state.partial = ""
             state.watched_alive = False
             state.output.add(f"-- {task_id} {task.get('status')} --", "class:dim")
 
