@@ -5,7 +5,9 @@
 2. The cluster: `up` (a local Ray head; two fake 16 GB GPUs when there is no real one) → two small
    runs that share one GPU and a 2-rank DDP run → `watch` one → wait → `tasks --all` → `down`.
 
-Runs on the CPU (the shared data folder beside the checkout, or $DLNEST_MNIST_DIR).
+Runs on the CPU (the shared data folder beside the checkout, or $DLNEST_MNIST_DIR). Everything it makes
+— the project, its save packages, the center's state — stays in ./demo-output/ (git-ignored), so the
+paths it prints can be opened afterwards; the next `make demo` replaces that folder.
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+OUTPUT = REPO / "demo-output"
 CLI = [sys.executable, "-m", "dlnest_ray"]
 
 
@@ -73,7 +75,12 @@ def cluster_part(project: Path, work: Path) -> None:
         ):
             out = step(f"queue {desc}", *submit, *extra, "--desc", desc, cwd=project, env=env)
             ids.append(json.loads(out)["task_id"])
-        step("the queue: two runs share GPU 0, the DDP run takes two GPUs", "tasks", cwd=project, env=env)
+        step(
+            "the queue: two runs share GPU 0; the DDP run needs two GPUs and a CPU per rank",
+            "tasks",
+            cwd=project,
+            env=env,
+        )
         step(f"follow {ids[0]} until it ends", "watch", ids[0], cwd=project, env=env)
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
@@ -109,36 +116,35 @@ def cluster_part(project: Path, work: Path) -> None:
 
 def main() -> None:
     started = time.perf_counter()
-    work = Path(tempfile.mkdtemp(prefix="dlnest-demo-"))
-    try:
-        project = work / "mnist"
-        step("create the project", "new", str(project), "--mnist", "--data", str(mnist_dir()), cwd=work)
-        (project / "two_epochs.json").write_text(json.dumps({"epochs": 2}))
-        out = step(
-            "train 2 epochs",
-            "train",
-            "root_config.json",
-            "-f",
-            "two_epochs.json",
-            "--cpu",
-            "--desc",
-            "demo",
-            cwd=project,
-        )
-        package = re.findall(r"^package: (.+)$", out, re.M)[-1]
-        step("resume for a third epoch", "train", "--resume", package, "--cpu", cwd=project)
-        out = step(
-            "analyze", "analyze", package, "--script", "AnalyzeScripts/getAcc.py", "--cpu", cwd=project
-        )
-        acc = re.search(r"Accuracy: ([0-9.]+)", out)
-        if acc is None:
-            sys.exit("demo: getAcc printed no accuracy")
-        print(f"\nMNIST validation accuracy after 3 epochs: {float(acc.group(1)):.2%}")
-        print(f"package: {package}")
-        cluster_part(project, work)
-        print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    work = OUTPUT
+    if work.exists():
+        shutil.rmtree(work)  # the last demo's output: replaced, as the README says
+    work.mkdir()
+    project = work / "mnist"
+    step("create the project", "new", str(project), "--mnist", "--data", str(mnist_dir()), cwd=work)
+    (project / "two_epochs.json").write_text(json.dumps({"epochs": 2}))
+    out = step(
+        "train 2 epochs",
+        "train",
+        "root_config.json",
+        "-f",
+        "two_epochs.json",
+        "--cpu",
+        "--desc",
+        "demo",
+        cwd=project,
+    )
+    package = re.findall(r"^package: (.+)$", out, re.M)[-1]
+    step("resume for a third epoch", "train", "--resume", package, "--cpu", cwd=project)
+    out = step("analyze", "analyze", package, "--script", "AnalyzeScripts/getAcc.py", "--cpu", cwd=project)
+    acc = re.search(r"Accuracy: ([0-9.]+)", out)
+    if acc is None:
+        sys.exit("demo: getAcc printed no accuracy")
+    print(f"\nMNIST validation accuracy after 3 epochs: {float(acc.group(1)):.2%}")
+    print(f"package: {package}")
+    cluster_part(project, work)
+    print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
+    print(f"everything it made is in {work} (the next `make demo` replaces it)")
 
 
 if __name__ == "__main__":

@@ -96,6 +96,10 @@ def metrics(
             f"{pkg.path} has no {METRICS_FILE}: no epoch has finished in it yet "
             "(a row is written at the end of every epoch)"
         )
+    from ..savepack.facts import package_description
+
+    desc = package_description(pkg.meta)
+    label = f"{desc} ({pkg.path.name})" if desc else pkg.path.name  # what the run is, then where
     available = [c for c in data.numeric_columns if c != "epoch"]
     chosen = parse_keys(keys, available, default=data.metric_names, where=pkg.path.name)
     rows = sorted(data.rows, key=lambda r: int(r["epoch"]))
@@ -106,7 +110,7 @@ def metrics(
             raise DlnestError(f"{pkg.path} has no finished epoch to plot")
         if not chosen:
             raise DlnestError(f"{pkg.path} recorded no metrics to plot; try --keys step")
-        written = _plot(plot, pkg.path, rows, chosen)
+        written = _plot(plot, label, rows, chosen)
 
     if as_json:
         from .tables import print_json
@@ -120,17 +124,18 @@ def metrics(
             out["plot"] = str(written)
         print_json(out)
         return
-    _print_table(pkg.path, rows, chosen)
+    _print_table(label, rows, chosen)
     if written is not None:
         typer.echo(f"plot: {written}")
 
 
-def _print_table(path: Path, rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> None:
+def _print_table(label: str, rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from .tables import console
 
-    table = Table(title=f"Metrics of {path.name}", title_justify="left")
+    table = Table(title=f"Metrics of {escape(label)}", title_justify="left")
     table.add_column("epoch", justify="right", no_wrap=True)
     for k in keys:
         table.add_column(k, justify="right", no_wrap=True)
@@ -141,12 +146,12 @@ def _print_table(path: Path, rows: Sequence[dict[str, Any]], keys: Sequence[str]
         typer.echo("no finished epoch yet")
 
 
-def _plot(target: Path, path: Path, rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> Path:
+def _plot(target: Path, label: str, rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> Path:
     from .plotting import Curve, Panel, save_panels
 
     epochs = [int(r["epoch"]) for r in rows]
     panels = [
-        Panel(title=k, ylabel=k, curves=[Curve(label=path.name, x=epochs, y=[r.get(k) for r in rows])])
+        Panel(title=k, ylabel=k, curves=[Curve(label=label, x=epochs, y=[r.get(k) for r in rows])])
         for k in keys
     ]
-    return save_panels(target, panels, title=path.name)
+    return save_panels(target, panels, title=label)

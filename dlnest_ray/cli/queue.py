@@ -149,6 +149,11 @@ def tasks(
     if as_json:
         print_json(with_latest_metrics(rows))
         return
+    if client.get_settings().get("draining"):
+        typer.secho(
+            "dlnest-ray is going down (`down` has begun): nothing new starts until `dlnest-ray up`",
+            fg=typer.colors.YELLOW,
+        )
     if not rows:
         typer.echo("no tasks" if all_ else "no running or pending tasks (`--all` shows finished ones)")
         return

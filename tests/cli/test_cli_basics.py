@@ -184,3 +184,12 @@ def test_kept_checkpoints_read_as_ids() -> None:
     assert kept_text([]) == "no checkpoint kept"
     assert kept_text([0]) == "1 checkpoint kept (id 0)"  # not "checkpoints kept: 0", read as "none"
     assert kept_text([0, 3, 4]) == "3 checkpoints kept (ids 0, 3, 4)"
+
+
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version_prints_the_installed_version(flag: str) -> None:
+    from importlib.metadata import version
+
+    result = run_cli(flag)
+    assert result.returncode == 0, str(result)
+    assert result.stdout.strip() == f"dlnest-ray {version('dlnest-ray')}"

@@ -97,16 +97,28 @@ def test_tasks_command_json_and_table(trained, monkeypatch, capsys):
     rows = [task(trained), task(trained, "PENDING", task_id="T_0002")]
 
     class Client:
+        draining = False
+
         def get_task_info(self, include_finished: bool = False) -> list[dict[str, Any]]:
             return [dict(r) for r in rows]
 
-    monkeypatch.setattr(queue, "connect_client", lambda address, create: Client())
+        def get_settings(self) -> dict[str, Any]:
+            return {"draining": self.draining}
+
+    client = Client()
+    monkeypatch.setattr(queue, "connect_client", lambda address, create: client)
     queue.tasks(all_=True, as_json=True, address=None)
     out = json.loads(capsys.readouterr().out)
     assert out[0]["latest_metrics"]["epoch"] == 1 and out[1]["latest_metrics"] is None
     queue.tasks(all_=True, as_json=False, address=None)
     table = capsys.readouterr().out
     assert "latest" in table and expected_text(read_metrics(trained).to_pylist()[-1]) in table
+    assert "going down" not in table
+    client.draining = True  # `down` has begun: the table says nothing new starts
+    queue.tasks(all_=True, as_json=False, address=None)
+    assert capsys.readouterr().out.startswith("dlnest-ray is going down (`down` has begun)")
+    queue.tasks(all_=True, as_json=True, address=None)  # --json stays exactly the rows
+    assert json.loads(capsys.readouterr().out)[0]["task_id"] == "T_0001"
 
 
 def test_tasks_without_metrics_show_nothing(tmp_path, trained):
