@@ -23,15 +23,18 @@ from .errors import (
 if TYPE_CHECKING:
     from .actors.client import connect
     from .runtime.analysis import AnalyzeContext, analyze
-    from .runtime.bases import DatasetBase, LifeCycleBase, ModelBase, ModelBaseTorch
+    from .runtime.bases import DatasetBase, LifeCycleBase, ModelBase, RunnerBase
     from .runtime.status import RunningStatus
+    from .runtime.torch_model import ModelBaseTorch, RunnerBaseTorch
     from .savepack.package import SavePackage
 
 __version__ = "0.1.0"
 
 _LAZY = {
     "ModelBase": "runtime.bases",
-    "ModelBaseTorch": "runtime.bases",
+    "ModelBaseTorch": "runtime.torch_model",
+    "RunnerBase": "runtime.bases",
+    "RunnerBaseTorch": "runtime.torch_model",
     "DatasetBase": "runtime.bases",
     "LifeCycleBase": "runtime.bases",
     "RunningStatus": "runtime.status",
@@ -53,6 +56,8 @@ __all__ = [
     "ModelBaseTorch",
     "PackageError",
     "ProjectError",
+    "RunnerBase",
+    "RunnerBaseTorch",
     "RunningStatus",
     "SavePackage",
     "TrainingFailed",

@@ -59,14 +59,21 @@ class HashingWriter:
 
 
 @contextlib.contextmanager
-def atomic_write(target: Path, *, durable: bool = True) -> Iterator[IO[bytes]]:
+def atomic_write(target: Path, *, durable: bool = True, mode: int | None = None) -> Iterator[IO[bytes]]:
     """Yield a binary file that replaces ``target`` atomically when the block exits without error.
 
-    On error the temp file is removed and ``target`` is untouched.
+    ``mode`` (e.g. ``0o600``) is the new file's permission from its creation on, so a secret is never
+    readable by others, not even for a moment. On error the temp file is removed and ``target`` is
+    untouched.
     """
     target = Path(target)
     tmp = temp_path(target)
-    f = open(tmp, "xb")  # noqa: SIM115 - closed below on every path
+    if mode is None:
+        f = open(tmp, "xb")  # noqa: SIM115 - closed below on every path
+    else:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        os.fchmod(fd, mode)  # the umask may have taken bits away; never adds any beyond ``mode``
+        f = os.fdopen(fd, "wb")
     try:
         yield f
         f.flush()
@@ -83,13 +90,18 @@ def atomic_write(target: Path, *, durable: bool = True) -> Iterator[IO[bytes]]:
         raise
 
 
-def atomic_write_bytes(target: Path, data: bytes, *, durable: bool = True) -> None:
-    with atomic_write(target, durable=durable) as f:
+def atomic_write_bytes(target: Path, data: bytes, *, durable: bool = True, mode: int | None = None) -> None:
+    with atomic_write(target, durable=durable, mode=mode) as f:
         f.write(data)
 
 
 def atomic_write_json(
-    target: Path, obj: Any, *, durable: bool = True, default: Callable[[Any], Any] | None = None
+    target: Path,
+    obj: Any,
+    *,
+    durable: bool = True,
+    default: Callable[[Any], Any] | None = None,
+    mode: int | None = None,
 ) -> None:
     text = json.dumps(obj, indent=4, sort_keys=True, ensure_ascii=False, default=default) + "\n"
-    atomic_write_bytes(target, text.encode("utf-8"), durable=durable)
+    atomic_write_bytes(target, text.encode("utf-8"), durable=durable, mode=mode)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .plugins import check_plugins
 
 __all__ = [
     "CHECKPOINT_KEYS",
@@ -197,9 +198,12 @@ def resolve_layout(
     if missing:
         raise ConfigError(f"{source}: missing required keys: {', '.join(missing)}")
     _check_checkpoint_args(args["checkpoint_args"], source)
-    for key in ("save_root", "dataset_name", "life_cycle_name"):
+    for key in ("dataset_name", "life_cycle_name"):
         if not isinstance(args[key], str) or not args[key]:
             raise ConfigError(f"{source}: '{key}' must be a non-empty string")
+    if not isinstance(args["save_root"], str):  # "" is the root_file_path folder itself, as in DLNest
+        raise ConfigError(f"{source}: 'save_root' must be a path (a string; \"\" is root_file_path)")
+    check_plugins(args, source)
     root_dir = (base_dir / str(args.get("root_file_path") or ".")).resolve()
     others = args.get("other_file_paths") or []
     if not isinstance(others, list) or not all(isinstance(o, str) for o in others):

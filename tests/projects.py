@@ -746,3 +746,8 @@ def isolated_imports() -> Iterator[None]:
                 sys.modules[name] = saved[name]
             else:
                 del sys.modules[name]
+
+
+def first_module(state: dict[str, Any]) -> dict[str, Any]:
+    """The state dict of the first module a checkpoint's model part holds (keyed by attribute name)."""
+    return next(iter(state["runner"]["modules"].values()))

@@ -481,3 +481,35 @@ def test_template_configs_load(repo_root: Path) -> None:
     assert loaded.args["model_config"]["hidden"] == 32
     layout = resolve_layout(loaded.args, loaded.root_config.parent, source=str(root))
     assert layout.model_file == (root.parent / "Model" / "Model.py").resolve()
+
+
+def test_an_empty_save_root_is_the_project_folder_as_in_dlnest(tmp_path: Path) -> None:
+    layout = resolve_layout(full_args(save_root=""), tmp_path, source="root.json", check_files=False)
+    assert layout.save_root == tmp_path.resolve()
+    with pytest.raises(ConfigError, match="'save_root' must be a path"):
+        resolve_layout(full_args(save_root=None), tmp_path, source="root.json", check_files=False)
+
+
+@pytest.mark.parametrize(
+    ("plugins", "message"),
+    [
+        (["LogInit", "Tensorboard"], "unknown plugin 'Tensorboard'"),
+        ("LogInit", "'plugins' must be a list"),
+        (["MailsNote", "MailsNote"], "'MailsNote' is listed twice"),
+        (["/abs/MyPlugin.py"], "unknown plugin '/abs/MyPlugin.py'"),
+    ],
+)
+def test_plugins_are_checked_at_submit(tmp_path: Path, plugins: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        resolve_layout(full_args(plugins=plugins), tmp_path, source="plugins_config.json", check_files=False)
+    assert str(info.value).startswith("plugins_config.json: ")
+
+
+def test_known_plugins_and_their_settings_pass(tmp_path: Path) -> None:
+    args = full_args(
+        plugins=["LogInit", "AutoTensorboardScalar", "SimpleCMDVisualize", "MailsNote"],
+        plugins_config={"LogInit": {"level": "DEBUG"}, "Unlisted": {"x": 1}},
+    )
+    resolve_layout(args, tmp_path, source="root.json", check_files=False)
+    with pytest.raises(ConfigError, match="'plugins_config' must map plugin names to dicts"):
+        resolve_layout(full_args(plugins_config={"LogInit": 3}), tmp_path, source="r", check_files=False)

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..devices import GpuInfo
 from ..errors import DlnestError, PackageError
+from ..runenv import checked_env
 from ..savepack.facts import analyzer_memory_mb, find_scripts_dir, package_description
 from ..savepack.package import SavePackage
 from ..scheduling.policy import DRAINING_REASON, decide, infeasible
@@ -28,7 +29,7 @@ from ..scheduling.specs import GpuState, Launch, NodeCpus, Placement, Settings, 
 from ..tasks import TaskKind, TaskRecord, TaskStatus, requeue, transition
 from .center_settings import SettingsOps
 from .ports import DeviceSource, Launcher
-from .store import LOG_FILE, CenterStore, LogBuffer
+from .store import LOG_FILE, CenterStore, EnvStore, LogBuffer
 
 __all__ = ["ANALYZER_CPUS_ENV", "CPUS_ENV", "Center"]
 
@@ -73,6 +74,7 @@ class Center(SettingsOps):
     ) -> None:
         self._lock = threading.RLock()
         self.store = CenterStore(home)
+        self.envs = EnvStore(self.store.home)  # each task's environment, apart from center.json
         self.launcher = launcher
         self.devices = devices
         self.clock = clock
@@ -96,9 +98,12 @@ class Center(SettingsOps):
         name_by_desc: bool = False,
         placement: str = "gpu",
         gpus: int | None = None,
+        env: dict[str, str] | None = None,
     ) -> str:
-        """Queue a new training run; returns its task id. The package is created now."""
+        """Queue a new training run; returns its task id. The package is created now. ``env``: the
+        submitter's environment for its ranks (:mod:`dlnest_ray.runenv`)."""
         spec_kw = self._spec_kw(placement, memory_mb, gpus)
+        env = checked_env(env)
         if name_by_desc and not description:
             raise DlnestError("--name-by-desc needs --desc NAME")
         pkg = SavePackage(config_path, freq_path)  # parses and merges: errors name the file
@@ -110,7 +115,7 @@ class Center(SettingsOps):
         name = Path(config_path).expanduser().resolve().parent.name
         with self._lock:
             task_id = self._enqueue(
-                path, name=name, description=description, resume=False, ckpt_id=-1, **spec_kw
+                path, env=env, name=name, description=description, resume=False, ckpt_id=-1, **spec_kw
             )
         self.schedule()
         return task_id
@@ -124,10 +129,12 @@ class Center(SettingsOps):
         memory_mb: int | None = None,
         placement: str = "gpu",
         gpus: int | None = None,
+        env: dict[str, str] | None = None,
     ) -> str:
         """Queue the continuation of an existing package (from ``ckpt_id``, -1: latest valid). Without a
         ``description`` it keeps the package's."""
         spec_kw = self._spec_kw(placement, memory_mb, gpus)
+        env = checked_env(env)
         pkg = SavePackage.open(record_path)
         description = description or package_description(pkg.meta)
         pkg.resolve_ckpt_id(ckpt_id)  # refuse a missing or damaged checkpoint now, not at launch
@@ -145,7 +152,7 @@ class Center(SettingsOps):
                     f"{pkg.path} already has an unfinished task ({', '.join(busy)}); wait or delete it"
                 )
             task_id = self._enqueue(
-                pkg.path, name=name, description=description, resume=True, ckpt_id=ckpt_id, **spec_kw
+                pkg.path, env=env, name=name, description=description, resume=True, ckpt_id=ckpt_id, **spec_kw
             )
         self.schedule()
         return task_id
@@ -158,12 +165,14 @@ class Center(SettingsOps):
         scripts_dir: str = "",
         memory_mb: int | None = None,
         placement: str = "gpu",
+        env: dict[str, str] | None = None,
     ) -> str:
         """Queue an analyzer of a package (DLNest's /analyze): it loads checkpoint ``ckpt_id`` (-1: latest
         valid; -2: none) once and then runs scripts from ``scripts_dir`` (default: the project's
         ``AnalyzeScripts/``, else the package's copy). Default memory: the run's measured peak, else 90%."""
         if placement not in (Placement.GPU.value, Placement.CPU.value):
             raise DlnestError("an analyzer is one process: on one GPU, or with --cpu")
+        env = checked_env(env)
         pkg = SavePackage.open(record_path)
         assert pkg.path is not None
         if ckpt_id != NO_CHECKPOINT:
@@ -176,6 +185,7 @@ class Center(SettingsOps):
         with self._lock:
             task_id = self._enqueue(
                 pkg.path,
+                env=env,
                 kind=TaskKind.ANALYZE,
                 name=pkg.path.name,
                 resume=False,
@@ -208,11 +218,14 @@ class Center(SettingsOps):
         if reason is not None:
             raise DlnestError(f"this request can never run here: {reason}")
 
-    def _enqueue(self, path: Path, *, kind: TaskKind = TaskKind.TRAIN, **fields: Any) -> str:
+    def _enqueue(
+        self, path: Path, *, env: dict[str, str], kind: TaskKind = TaskKind.TRAIN, **fields: Any
+    ) -> str:
         fields.setdefault(
             "cpus_per_rank", _cpus_from_env(ANALYZER_CPUS_ENV if kind is TaskKind.ANALYZE else CPUS_ENV)
         )
         task_id = self.store.new_id(kind)
+        self.envs.put(task_id, env)  # before the record: a queued task always finds its environment
         record = TaskRecord(
             task_id=task_id, kind=kind, package=str(path), submitted_at=self.clock(), **fields
         )
@@ -433,7 +446,7 @@ class Center(SettingsOps):
             )
             self._set(running)
             try:
-                self.launcher.launch(running)
+                self.launcher.launch(running, self.envs.get(running.task_id))
             except Exception as e:  # the run could not even start: say why, free its reservation
                 self._set(
                     transition(running, TaskStatus.FAILED, at=self.clock(), error=f"launch failed: {e}")
@@ -495,6 +508,8 @@ class Center(SettingsOps):
         self.store.tasks[record.task_id] = record
         if save:
             self.store.save()
+        if record.status.is_terminal():  # its environment served its runs: nothing secret lingers
+            self.envs.drop(record.task_id)
 
     def get_task_info(self, include_finished: bool = False) -> list[dict[str, Any]]:
         with self._lock:

@@ -7,7 +7,7 @@ Ray's wrapper, so the CLI prints them as one line.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +138,14 @@ def call(method: Any, *args: Any, retry_s: float = 0.0, **kwargs: Any) -> Any:
             raise DlnestError(f"the center is unavailable ({what}); retry in a few seconds") from e
 
 
+def _submit_env(extra: Mapping[str, str] | None, capture: bool) -> dict[str, str]:
+    import os
+
+    from ..runenv import captured_env
+
+    return captured_env(os.environ, capture=capture, extra=extra)
+
+
 READ_RETRY_S = 30.0  # a center restart (state reload included) takes a few seconds
 
 
@@ -160,8 +168,25 @@ class Client(AnalyzerOps):
         self.center = center
         self._analyzers: dict[str, Any] = {}
 
-    run_train = _op("run_train")
-    continue_train = _op("continue_train")
+    def run_train(
+        self, config_path: str, *, env: Mapping[str, str] | None = None, capture_env: bool = True, **kw: Any
+    ) -> str:
+        """Queue a run (DLNest's /run_train); its ranks get this process's environment (less the
+        deny-list of :mod:`dlnest_ray.runenv`; nothing with ``capture_env=False``) plus ``env``."""
+        return str(call(self.center.run_train, config_path, env=_submit_env(env, capture_env), **kw))
+
+    def continue_train(
+        self, record_path: str, *, env: Mapping[str, str] | None = None, capture_env: bool = True, **kw: Any
+    ) -> str:
+        """Queue the continuation of a package (DLNest's /continue_train); environment: see run_train."""
+        return str(call(self.center.continue_train, record_path, env=_submit_env(env, capture_env), **kw))
+
+    def analyze(
+        self, record_path: str, *, env: Mapping[str, str] | None = None, capture_env: bool = True, **kw: Any
+    ) -> str:
+        """Queue an analyzer of a package (DLNest's /analyze); environment as :meth:`run_train`."""
+        return str(call(self.center.analyze, record_path, env=_submit_env(env, capture_env), **kw))
+
     del_task = _op("del_task")
     get_task_info = _op("get_task_info", reads=True)
     get_devices_info = _op("get_devices_info", reads=True)
@@ -171,7 +196,6 @@ class Client(AnalyzerOps):
     change_delay = _op("change_delay")
     change_max_task_per_device = _op("change_max_task_per_device")
     get_settings = _op("get_settings", reads=True)
-    analyze = _op("analyze")
     drain = _op("drain")
     open_queue = _op("open_queue")
     owner_job = _op("owner_job", reads=True)

@@ -21,8 +21,9 @@ Reservations = Mapping[str, Mapping[int, int]]  # node → GPU index → MB rese
 
 
 class Launcher(Protocol):
-    def launch(self, record: TaskRecord) -> None:
-        """Start the run described by ``record`` (node, GPUs and MB already decided); must not block."""
+    def launch(self, record: TaskRecord, env: Mapping[str, str]) -> None:
+        """Start the run described by ``record`` (node, GPUs and MB already decided) with the submitter's
+        environment ``env`` (see :mod:`dlnest_ray.runenv`); must not block."""
 
     def cancel(self, task_id: str) -> None:
         """Ask the run to stop: graceful first, then forced; it reports CANCELLED when fully gone."""
@@ -51,10 +52,12 @@ class FakeLauncher:
     launched: list[TaskRecord] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
     running: set[str] = field(default_factory=set)
+    envs: dict[str, dict[str, str]] = field(default_factory=dict)  # the environment each launch got
 
-    def launch(self, record: TaskRecord) -> None:
+    def launch(self, record: TaskRecord, env: Mapping[str, str]) -> None:
         self.launched.append(record)
         self.running.add(record.task_id)
+        self.envs[record.task_id] = dict(env)
 
     def cancel(self, task_id: str) -> None:
         self.cancelled.append(task_id)

@@ -170,7 +170,7 @@ def task_of_supervisor(actor_name: str) -> str | None:
 class RayLauncher:
     """:class:`~dlnest_ray.actors.ports.Launcher`: one detached supervisor actor per run, named after it."""
 
-    def launch(self, record: TaskRecord) -> None:
+    def launch(self, record: TaskRecord, env: Mapping[str, str]) -> None:
         import ray
 
         from .client import NAMESPACE
@@ -186,7 +186,7 @@ class RayLauncher:
             num_cpus=0,
             max_restarts=0,
             max_concurrency=4,
-        ).remote(record.to_json())
+        ).remote(record.to_json(), dict(env))
 
     def cancel(self, task_id: str) -> None:
         import ray

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,16 @@ from ..errors import DlnestError
 from ..linebuffer import LineBuffer
 from ..tasks import TaskKind, TaskRecord
 
-__all__ = ["HOME_ENV", "LOG_FILE", "CenterSettings", "CenterStore", "LogBuffer", "default_home", "tail_lines"]
+__all__ = [
+    "HOME_ENV",
+    "LOG_FILE",
+    "CenterSettings",
+    "CenterStore",
+    "EnvStore",
+    "LogBuffer",
+    "default_home",
+    "tail_lines",
+]
 
 HOME_ENV = "DLNEST_RAY_HOME"
 STATE_FILE = "center.json"
@@ -86,6 +96,36 @@ class CenterStore:
 
 
 LOG_FILE = "center.log"
+ENV_DIR = "env"
+
+
+class EnvStore:
+    """Each task's environment (see :mod:`dlnest_ray.runenv`): ``<home>/env/<task id>.json``, the
+    folder 0700 and the files 0600, written when the task is queued and removed when it ends. Kept
+    apart from ``center.json`` so that nothing that lists tasks ever holds a value."""
+
+    def __init__(self, home: Path) -> None:
+        self.folder = Path(home) / ENV_DIR
+
+    def put(self, task_id: str, env: Mapping[str, str]) -> None:
+        if not env:
+            return
+        self.folder.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(self.folder, 0o700)
+        atomic_write_json(self.folder / f"{task_id}.json", dict(env), mode=0o600)
+
+    def get(self, task_id: str) -> dict[str, str]:
+        try:
+            raw = json.loads((self.folder / f"{task_id}.json").read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as e:
+            raise DlnestError(f"the environment of {task_id} is unreadable ({e}); resubmit it") from e
+        return {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+
+    def drop(self, task_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.folder / f"{task_id}.json").unlink()
 
 
 class LogBuffer(LineBuffer):

@@ -29,6 +29,7 @@ from typing import Any, cast
 
 from ..errors import RunStopped
 from ..linebuffer import read_prefixed
+from ..runenv import ENV_NAMES_VAR
 from ..runtime.entry import pid_file, stop_file
 from ..scheduling.specs import Placement
 from ..tasks import TaskKind, TaskRecord, TaskStatus
@@ -70,8 +71,9 @@ def _tail(path: Path, n: int = 20) -> list[str]:
 
 
 class RunSupervisor:
-    def __init__(self, record: dict[str, Any]) -> None:
+    def __init__(self, record: dict[str, Any], env: dict[str, str] | None = None) -> None:
         self.record = TaskRecord.from_json(record)
+        self.user_env = dict(env or {})  # the submitter's environment: every rank gets it
         self._cancel = threading.Event()
         self._state = "starting"
         self.grace_s = float(os.environ.get(GRACE_ENV, "20"))
@@ -208,8 +210,11 @@ class RunSupervisor:
                 return pg
 
     def _env(self, rank: int, master: tuple[str, int] | None) -> dict[str, str]:
+        """The submitter's environment, then dlnest-ray's own variables over it."""
         rec = self.record
         env = {
+            **self.user_env,
+            ENV_NAMES_VAR: ",".join(sorted(self.user_env)),
             "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1",
             "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1",
             "DLNEST_RAY_TASK": rec.task_id,

@@ -17,6 +17,7 @@ import typer
 
 from ..errors import DlnestError
 from .cluster import AddressOpt, connect_client
+from .options import EnvOpt, NoEnvOpt
 from .tables import print_json
 
 __all__ = ["analyze", "exp", "remembered_analyzer", "watch_analyzer"]
@@ -90,6 +91,8 @@ def analyze(
             help="Run this one script in this process and exit, instead of queuing an analyzer.",
         ),
     ] = None,
+    env: EnvOpt = None,
+    no_env: NoEnvOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
     address: AddressOpt = None,
 ) -> None:
@@ -100,12 +103,17 @@ def analyze(
     With --script, load the package here, run that one script's experience(self), and exit.
     """
     if script is not None:
-        if memory is not None or as_json:
-            raise DlnestError("--memory and --json are for a queued analyzer; --script runs in this process")
+        if memory is not None or as_json or env or no_env:
+            raise DlnestError(
+                "--memory, --env, --no-env and --json are for a queued analyzer; --script runs here"
+            )
         from .foreground import analyze_once
 
         analyze_once(package, script, scripts_dir=scripts, ckpt=ckpt, cpu=cpu)
         return
+    from ..runenv import parse_env_options
+
+    extra = parse_env_options(env or [])
     client = connect_client(address, create=True)
     task_id = client.analyze(
         str(package.expanduser().resolve()),
@@ -113,6 +121,8 @@ def analyze(
         scripts_dir=str(scripts.expanduser().resolve()) if scripts else "",
         memory_mb=memory,
         placement="cpu" if cpu else "gpu",
+        env=extra,
+        capture_env=not no_env,
     )
     remember_analyzer(task_id)
     task = client.task(task_id)

@@ -12,9 +12,10 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import DlnestError
-from ..savepack.outputs import TaskSection
+from ..runenv import parse_env_options
+from ..savepack.outputs import TaskSection, task_output_name
 from .cluster import AddressOpt, connect_client
-from .options import DescOpt, FreqOpt, NameByDescOpt, NoSaveOpt
+from .options import DescOpt, EnvOpt, FreqOpt, NameByDescOpt, NoEnvOpt, NoSaveOpt
 from .tables import console, devices_table, print_json, settings_table, tasks_table, with_latest_metrics
 
 __all__ = ["config", "continue_", "delete", "devices", "log", "run", "tasks", "watch"]
@@ -78,17 +79,21 @@ def run(
     ddp: DdpOpt = False,
     gpus: GpusOpt = None,
     cpu: CpuOpt = False,
+    env: EnvOpt = None,
+    no_env: NoEnvOpt = False,
     as_json: JsonOpt = False,
     address: AddressOpt = None,
 ) -> None:
     """Queue a training run on the cluster; prints its task id and save package.
 
     The package (code snapshot, args.json) is created now, so later edits to the project do not change
-    the run. The center starts it on a GPU where --memory fits (several runs may share a GPU).
+    the run. The center starts it on a GPU where --memory fits (several runs may share a GPU). The run
+    gets this shell's environment (less terminal and placement variables; see the README), like Slurm.
     """
     placement = _placement(cpu, multi_gpu, ddp, gpus)
     if name_by_desc and not desc:
         raise DlnestError("--name-by-desc needs --desc NAME")
+    extra = parse_env_options(env or [])
     client = connect_client(address, create=True)
     task_id = client.run_train(
         config_path=str(config.expanduser().resolve()),
@@ -99,6 +104,8 @@ def run(
         name_by_desc=name_by_desc,
         placement=placement,
         gpus=gpus,
+        env=extra,
+        capture_env=not no_env,
     )
     _report_submitted(client, task_id, as_json)
 
@@ -114,14 +121,18 @@ def continue_(
     ddp: DdpOpt = False,
     gpus: GpusOpt = None,
     cpu: CpuOpt = False,
+    env: EnvOpt = None,
+    no_env: NoEnvOpt = False,
     as_json: JsonOpt = False,
     address: AddressOpt = None,
 ) -> None:
     """Queue the continuation of a save package on the cluster.
 
-    It resumes at the next epoch from the latest valid checkpoint (or --ckpt ID), appending its output.
+    It resumes at the next epoch from the latest valid checkpoint (or --ckpt ID), appending its output,
+    with this shell's environment (as `run`).
     """
     placement = _placement(cpu, multi_gpu, ddp, gpus)
+    extra = parse_env_options(env or [])
     client = connect_client(address, create=True)
     task_id = client.continue_train(
         str(package.expanduser().resolve()),
@@ -130,6 +141,8 @@ def continue_(
         memory_mb=memory,
         placement=placement,
         gpus=gpus,
+        env=extra,
+        capture_env=not no_env,
     )
     _report_submitted(client, task_id, as_json)
 
@@ -277,15 +290,6 @@ def log(
 
 
 # ---------------------------------------------------------------------------------------------- watch
-def _output_path(package: Path, rank: int | None) -> Path | None:
-    if rank is not None:
-        return package / f"_output_{rank}.txt"
-    for name in ("_output.txt", "_output_0.txt"):  # one process, or rank 0 of a DDP run
-        if (package / name).exists():
-            return package / name
-    return None
-
-
 def _copy_new(path: Path | None, offset: int, section: TaskSection) -> int:
     """Write the task's part of the bytes of ``path`` after ``offset`` to stdout; returns the new offset."""
     if path is None:
@@ -342,7 +346,7 @@ def watch(
     try:
         while True:
             status = str(task["status"])
-            path = path or _output_path(package, rank)
+            path = path or package / task_output_name(task, rank)
             offset = _copy_new(path, offset, section)
             if status in TERMINAL or section.done:
                 break
@@ -364,11 +368,31 @@ def watch(
     latest = latest_metrics_text(task_latest_metrics(task))
     if latest:  # the run's task row, as `tasks` and the shell show it
         typer.echo(f"latest: {latest}")
+    epochs = _epochs_line(task)
+    if epochs:  # a DLNest life cycle that stops at `epoch >= epochs` trains one more than it says
+        typer.echo(epochs)
     error = str(task.get("error") or "")
     if status != "SUCCEEDED":
         raise DlnestError(f"{task_id} {status}" + (f": {error}" if error else ""))
     typer.echo(f"{task_id} {status}")
     return 0
+
+
+def _epochs_line(task: dict[str, Any]) -> str:
+    """``epochs: finished epoch 2, 3 in all`` from the run's segment in its package ("" if unknown)."""
+    import json
+
+    try:
+        meta = json.loads((Path(task["package"]) / "_package.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, KeyError):
+        return ""
+    mine = [
+        s for s in meta.get("segments") or [] if isinstance(s, dict) and s.get("task_id") == task["task_id"]
+    ]
+    finished = mine[-1].get("finished_epoch") if mine else None
+    if not isinstance(finished, int) or finished < 0:
+        return ""
+    return f"epochs: finished epoch {finished}, {finished + 1} in all"
 
 
 def _ends_with_newline(path: Path | None) -> bool:

@@ -1,55 +1,86 @@
 """The user-code contract: base classes for the model, the dataset and the life cycle.
 
 Names follow PEP 8; DLNest's camelCase names are accepted as aliases (override or call either), so a
-project written to DLNest's coding guide runs after changing only its imports.
+project written to DLNest's coding guide runs after changing only its imports. DLNest 0.3 calls the
+model a *runner*: ``RunnerBase``/``RunnerBaseTorch`` are the same classes.
+
+dlnest-ray keeps its own state of each object under ``_dlnest_*`` names, which user code does not
+use, and reads only those: the names a user sees (``args``, ``status``, ``device``, ``rank``, ...) are
+conveniences that user code may replace (``self.device = 0``, ``self.args = args["model_config"]``,
+as real DLNest code does) without changing what dlnest-ray does.
 """
 
 from __future__ import annotations
 
 import traceback
-from typing import Any, ClassVar
-
-import torch
-from torch import nn
+from collections.abc import Callable
+from typing import Any, ClassVar, Generic, TypeVar
 
 from .aliases import Aliased, forward
 from .status import EnvType, RunningStatus
 
-__all__ = ["DatasetBase", "LifeCycleBase", "ModelBase", "ModelBaseTorch"]
+__all__ = ["DatasetBase", "LifeCycleBase", "ModelBase", "RunnerBase", "Shadowable"]
 
 SKIP = "Skip"
+T = TypeVar("T")
+
+
+class Shadowable(Generic[T]):
+    """A read-only view that an instance attribute of the same name replaces (a non-data descriptor):
+    ``self.device`` is the run's device until user code assigns ``self.device = 0``; from then on that
+    object reads its own value, and dlnest-ray, which never reads these names, is not affected."""
+
+    def __init__(self, get: Callable[[Any], T], doc: str = "") -> None:
+        self.get = get
+        self.__doc__ = doc
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        return self if obj is None else self.get(obj)
 
 
 class _Component(Aliased):
+    """What the model, the dataset and the life cycle share: the merged config and the running status,
+    kept in ``_dlnest_args`` and ``_dlnest_status``."""
+
     _DLNEST_BASE = True
+    _dlnest_args: dict[str, Any]
+    _dlnest_status: RunningStatus
 
     def __init__(
-        self, args: dict[str, Any] | None = None, *_: Any, status: RunningStatus | None = None, **__: Any
-    ):
-        self.args: dict[str, Any] = args if args is not None else {}
-        self.status = status if status is not None else RunningStatus()
+        self,
+        args: dict[str, Any] | None = None,
+        plugins: Any = None,
+        status: RunningStatus | None = None,
+        *_: Any,
+        **__: Any,
+    ):  # DLNest's signature: (args, plugins, status), positional or by keyword
+        del plugins  # dlnest-ray runs the plugins itself
+        self._dlnest_bind(args if args is not None else {}, status if status is not None else RunningStatus())
 
-    # DLNest read-only status properties
-    @property
-    def env_type(self) -> str:
-        return str(self.status.env)
+    def _dlnest_bind(self, args: dict[str, Any], status: RunningStatus) -> None:
+        object.__setattr__(self, "_dlnest_args", args)
+        object.__setattr__(self, "_dlnest_status", status)
+        object.__setattr__(self, "args", args)  # a plain attribute: the user's to replace
 
-    @property
-    def rank(self) -> int:
-        return self.status.rank
-
-    @property
-    def world_size(self) -> int:
-        return self.status.world_size
-
-    @property
-    def device(self) -> torch.device:
-        return self.status.device if self.status.device is not None else torch.device("cpu")
-
+    status = Shadowable(lambda self: self._dlnest_status, "The shared RunningStatus (DLNest's ``_status``).")
+    env_type = Shadowable(lambda self: str(self._dlnest_status.env), "CPU, GPU, GPUs or DDP.")
+    rank = Shadowable(lambda self: self._dlnest_status.rank, "The DDP rank; -1 outside DDP.")
+    world_size = Shadowable(lambda self: self._dlnest_status.world_size, "Processes of the run.")
+    device = Shadowable(lambda self: self._dlnest_status.torch_device(), "The run's torch device.")
+    _status = Shadowable(lambda self: self._dlnest_status)
+    _args = Shadowable(lambda self: self._dlnest_args, "DLNest's name for the full merged config.")
     _envType = env_type
     _rank = rank
     _worldSize = world_size
-    _status = property(lambda self: self.status)
+
+    def get_args(self) -> dict[str, Any]:
+        """The whole merged config, whatever ``self.args`` was set to (DLNest's ``getArgs()``)."""
+        return self._dlnest_args
+
+    getArgs = forward("get_args")
 
     def get_save_dict(self) -> dict[str, Any]:
         """State to put into every checkpoint (restored by :meth:`load_save_dict`)."""
@@ -76,16 +107,17 @@ class DatasetBase(_Component):
 
     def sampler(self, dataset: Any, *, shuffle: bool = True) -> Any:
         """A ``DistributedSampler`` under DDP (pass it to your DataLoader), else ``None``."""
-        if self.status.env is not EnvType.DDP:
+        status = self._dlnest_status
+        if status.env is not EnvType.DDP:
             return None
         from torch.utils.data.distributed import DistributedSampler
 
         return DistributedSampler(
             dataset,
-            num_replicas=self.status.world_size,
-            rank=self.status.rank,
+            num_replicas=status.world_size,
+            rank=status.rank,
             shuffle=shuffle,
-            seed=int(self.args.get("seed", 0) or 0),
+            seed=int(self._dlnest_args.get("seed", 0) or 0),
         )
 
     getSampler = forward("sampler")
@@ -148,160 +180,33 @@ class ModelBase(_Component):
     )
 
 
-class _DDPModule:
-    """What ``register`` returns under DDP: calls go through DDP, attributes to the raw module."""
-
-    def __init__(self, module: nn.Module, ddp: nn.Module) -> None:
-        object.__setattr__(self, "module", module)
-        object.__setattr__(self, "ddp", ddp)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.ddp(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.module, name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        setattr(self.module, name, value)
-
-
-def _is_scheduler(value: Any) -> bool:
-    lr = torch.optim.lr_scheduler
-    return isinstance(value, (lr.LRScheduler, lr.ReduceLROnPlateau))
-
-
-class ModelBaseTorch(ModelBase):
-    """A model built from torch modules.
-
-    Assigning an ``nn.Module``, optimizer or LR scheduler (``ReduceLROnPlateau`` included) to ``self``
-    registers it: modules are moved to the run's device (and wrapped in DDP under DDP), and all of them
-    are saved in every checkpoint and restored on resume. Module state is saved from the raw module, so
-    checkpoints load the same with or without DDP.
-    """
-
-    _DLNEST_BASE = True
-    _dlnest_modules: list[nn.Module]
-    _dlnest_wrapped: dict[int, _DDPModule]
-    _dlnest_optimizers: dict[str, torch.optim.Optimizer]
-    _dlnest_schedulers: dict[str, Any]
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        object.__setattr__(self, "_dlnest_modules", [])
-        object.__setattr__(self, "_dlnest_wrapped", {})
-        object.__setattr__(self, "_dlnest_optimizers", {})
-        object.__setattr__(self, "_dlnest_schedulers", {})
-        super().__init__(*args, **kwargs)
-
-    def _registered(self, value: Any) -> bool:
-        return any(value is m for m in self._dlnest_modules) or isinstance(value, _DDPModule)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, nn.Module) and not self._registered(value):
-            value = self.register(value)
-        elif isinstance(value, torch.optim.Optimizer):
-            self._dlnest_optimizers[name] = value
-        elif _is_scheduler(value):
-            self._dlnest_schedulers[name] = value
-        object.__setattr__(self, name, value)
-
-    def register(self, module: nn.Module, sync_bn: bool = False, *, syncBN: bool | None = None) -> Any:
-        """Move ``module`` to the device; under DDP convert BatchNorm to SyncBatchNorm when asked and wrap it.
-
-        Returns what to call in training: the module itself, or under DDP a wrapper that calls through
-        DDP and reads attributes from the module. Registering the same module twice returns the first result.
-        """
-        if syncBN is not None:
-            sync_bn = syncBN
-        for i, m in enumerate(self._dlnest_modules):
-            if m is module:
-                return self._dlnest_wrapped.get(i, m)
-        env = self.status.env
-        if env is not EnvType.CPU:
-            module = module.to(self.device)
-        wrapped: Any = module
-        if env is EnvType.DDP:
-            if sync_bn:
-                module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
-            if any(p.requires_grad for p in module.parameters()):
-                from torch.nn.parallel import DistributedDataParallel
-
-                ids = [self.device.index] if self.device.type == "cuda" else None
-                find_unused = bool(self.args.get("ddp_find_unused_parameters", False))
-                ddp = DistributedDataParallel(module, device_ids=ids, find_unused_parameters=find_unused)
-                wrapped = _DDPModule(module, ddp)
-                self._dlnest_wrapped[len(self._dlnest_modules)] = wrapped
-        self._dlnest_modules.append(module)
-        return wrapped
-
-    @property
-    def modules(self) -> list[nn.Module]:
-        """The registered raw modules, in registration order."""
-        return list(self._dlnest_modules)
-
-    def get_save_dict(self) -> dict[Any, Any]:
-        out: dict[Any, Any] = {i: m.state_dict() for i, m in enumerate(self._dlnest_modules)}
-        out["optimizer"] = {k: o.state_dict() for k, o in self._dlnest_optimizers.items()}
-        out["scheduler"] = {k: s.state_dict() for k, s in self._dlnest_schedulers.items()}
-        return out
-
-    def load_save_dict(self, save_dict: dict[Any, Any]) -> None:
-        for i, m in enumerate(self._dlnest_modules):
-            if i in save_dict:
-                m.load_state_dict(save_dict[i])
-        for k, o in self._dlnest_optimizers.items():
-            if k in save_dict.get("optimizer", {}):
-                o.load_state_dict(save_dict["optimizer"][k])
-        for k, s in self._dlnest_schedulers.items():
-            if k in save_dict.get("scheduler", {}):
-                s.load_state_dict(save_dict["scheduler"][k])
-
-    def _reduce(self, value: Any, mean: bool) -> Any:
-        if self.status.env is not EnvType.DDP:
-            return value
-        import torch.distributed as dist
-
-        t = (
-            value.detach().clone()
-            if isinstance(value, torch.Tensor)
-            else torch.tensor(value, device=self.device)
-        )
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        return t / self.status.world_size if mean else t
-
-    def reduce_sum(self, value: Any) -> Any:
-        """Sum across DDP ranks (every rank gets the result; a collective: call it on all ranks)."""
-        return self._reduce(value, mean=False)
-
-    def reduce_mean(self, value: Any) -> Any:
-        """Mean across DDP ranks (every rank gets the result; a collective: call it on all ranks)."""
-        return self._reduce(value, mean=True)
-
-
-class LifeCycleBase(Aliased):
+class LifeCycleBase(_Component):
     """Controls the loop. Predicates decide; ``before_*`` hooks returning ``"Skip"`` skip that stage.
 
     Attributes set by the framework: ``args``, ``status``, ``dataset``, ``model`` (also ``runner``),
-    ``package`` (the :class:`~dlnest_ray.SavePackage`, or None when analysing without one).
+    ``package`` (the :class:`~dlnest_ray.SavePackage`, or None when analysing without one), and
+    ``taskProcess`` (DLNest's handle on the running task, see :class:`~.compat.TaskProcessView`).
     """
 
     _DLNEST_BASE = True
+    _dlnest_task: Any
 
-    def __init__(self, *_: Any, **__: Any) -> None:
-        self.args: dict[str, Any] = {}
-        self.status = RunningStatus()
+    def __init__(self, *_: Any, **__: Any) -> None:  # DLNest passes taskProcess, plugins, status
+        super().__init__()
+        object.__setattr__(self, "_dlnest_task", None)
         self.dataset: Any = None
         self.model: Any = None
         self.package: Any = None
 
-    @property
-    def runner(self) -> Any:
-        return self.model
+    def _dlnest_bind_run(
+        self, args: dict[str, Any], status: RunningStatus, package: Any, task: Any = None
+    ) -> None:
+        self._dlnest_bind(args, status)
+        object.__setattr__(self, "_dlnest_task", task)
+        self.package = package
 
-    @property
-    def rank(self) -> int:
-        return self.status.rank
-
-    _status = property(lambda self: self.status)
+    runner = Shadowable(lambda self: self.model, "The model (DLNest 0.3's name).")
+    taskProcess = Shadowable(lambda self: self._dlnest_task, "DLNest's TaskProcess, as a read-only view.")
 
     def need_visualize(self, epoch: int, iter: int, log: dict[str, Any], args: dict[str, Any]) -> bool:
         return False
@@ -380,3 +285,5 @@ LifeCycleBase._ALIASES = (
     *((f"{w}_{s}", f"{p}{c}") for s, c in _STAGES for w, p in (("before", "B"), ("after", "A"))),
     *_PREDICATES,
 )
+
+RunnerBase = ModelBase  # DLNest 0.3's name

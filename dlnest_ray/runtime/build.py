@@ -18,6 +18,7 @@ from .status import RunningStatus
 
 __all__ = [
     "Components",
+    "bind_log",
     "build_components",
     "call_hook",
     "checkpoint_state",
@@ -48,13 +49,31 @@ class Components:
 
 
 def new_components(
-    classes: UserClasses, args: dict[str, Any], status: RunningStatus, *, package: Any
+    classes: UserClasses, args: dict[str, Any], status: RunningStatus, *, package: Any, task: Any = None
 ) -> Components:
     """Instantiate the life cycle alone, so that a failure in anything built after it still reaches
-    its ``train_aborting`` and ``after_all``."""
+    its ``train_aborting`` and ``after_all``. ``args`` is the users' copy of the config (dlnest-ray
+    reads its own settings from another), ``task`` DLNest's ``taskProcess`` view."""
     lc = classes.life_cycle()
-    lc.args, lc.status, lc.package = args, status, package
+    lc._dlnest_bind_run(args, status, package, task)
     return Components(life_cycle=lc)
+
+
+def _attach(obj: Any, args: dict[str, Any], status: RunningStatus) -> None:
+    """dlnest-ray's own state of a user object, whatever its ``__init__`` passed up (DLNest code
+    passes ``status`` positionally, or builds its base with other arguments)."""
+    object.__setattr__(obj, "_dlnest_args", args)
+    object.__setattr__(obj, "_dlnest_status", status)
+    if "args" not in obj.__dict__:  # an __init__ that never called its base's
+        object.__setattr__(obj, "args", args)
+
+
+def bind_log(model: Any, log: dict[str, Any]) -> None:
+    """Make ``model.log`` the live log dict (DLNest code keeps ``self.log`` from ``initLog``, and a
+    resumed run never calls it), unless the model uses that name for something that is not a dict."""
+    current = model.__dict__.get("log", None)
+    if current is None or isinstance(current, dict):
+        object.__setattr__(model, "log", log)
 
 
 def init_components(
@@ -76,6 +95,7 @@ def init_components(
         comps.global_step = int(state.get("global_step", 0))
     if not call_hook(lc, "before", "dataset_init"):
         ds = classes.dataset(args, status=status)
+        _attach(ds, args, status)
         result = ds.init(args)
         if not (isinstance(result, tuple) and len(result) == 3):
             raise UserCodeError("Dataset.init(args) must return (dataset_info, train_loader, val_loader)")
@@ -86,13 +106,16 @@ def init_components(
     call_hook(lc, "after", "dataset_init")
     if not call_hook(lc, "before", "model_init"):
         model = classes.model(args, status=status)
+        _attach(model, args, status)
         model.init(args, comps.dataset_info)
         model.init_optimizer()
         if state is not None:
             model.load_save_dict(state.get("runner", state.get("model", {})))
             comps.log = state.get("log_dict", {})
         else:
-            comps.log = model.init_log() or {}
+            fresh = model.init_log()
+            comps.log = fresh if fresh is not None else {}  # an empty dict is the user's, kept as is
+        bind_log(model, comps.log)
         comps.model = lc.model = model
     call_hook(lc, "after", "model_init")
 

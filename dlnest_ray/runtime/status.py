@@ -1,4 +1,8 @@
-"""The shared running status handed to the model, dataset and life cycle (DLNest's RunningStatus)."""
+"""The shared running status handed to the model, dataset and life cycle (DLNest's RunningStatus).
+
+Besides its PEP 8 fields it answers DLNest 0.3's names: ``worldSize``, ``status`` (the phase),
+``isTraining()``, ``isValidating()``, ``isAnalyzing()``, ``isWaiting()`` and ``startTraining()`` &c.
+"""
 
 from __future__ import annotations
 
@@ -52,3 +56,42 @@ class RunningStatus:
     @property
     def is_ddp(self) -> bool:
         return self.env is EnvType.DDP
+
+    def torch_device(self) -> Any:
+        """The run's ``torch.device`` (the CPU until a device is chosen)."""
+        import torch
+
+        return self.device if self.device is not None else torch.device("cpu")
+
+    # DLNest 0.3's RunningStatus API
+    @property
+    def worldSize(self) -> int:
+        return self.world_size
+
+    @property
+    def status(self) -> Phase:
+        return self.phase
+
+    def isTraining(self) -> bool:
+        return self.phase is Phase.TRAINING
+
+    def isValidating(self) -> bool:
+        return self.phase is Phase.VALIDATING
+
+    def isAnalyzing(self) -> bool:
+        return self.phase is Phase.ANALYZING
+
+    def isWaiting(self) -> bool:
+        return self.phase is Phase.WAITING
+
+    def startTraining(self) -> None:
+        self.phase = Phase.TRAINING
+
+    def startValidating(self) -> None:
+        self.phase = Phase.VALIDATING
+
+    def startAnalyzing(self) -> None:
+        self.phase = Phase.ANALYZING
+
+    def startWaiting(self) -> None:
+        self.phase = Phase.WAITING

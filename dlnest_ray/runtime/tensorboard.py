@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import ConfigError, DlnestError
 
-__all__ = ["CONFIG_KEY", "MISSING_PACKAGE", "TB_DIR", "EpochScalars", "enabled"]
+__all__ = ["CONFIG_KEY", "MISSING_PACKAGE", "TB_DIR", "EpochScalars", "enabled", "summary_writer_class"]
 
 CONFIG_KEY = "tensorboard"
 TB_DIR = "tb"
@@ -41,7 +41,7 @@ def enabled(args: Mapping[str, Any]) -> bool:
     return value
 
 
-def _summary_writer_class() -> Any:
+def summary_writer_class() -> Any:
     """``torch.utils.tensorboard.SummaryWriter``, or the DlnestError that says how to install it."""
     try:
         # torch's module imports tensorboard too, but may already be cached in sys.modules: asking for
@@ -77,7 +77,7 @@ class EpochScalars:
         """
         if not enabled(args):
             return None
-        writer_class = _summary_writer_class()
+        writer_class = summary_writer_class()
         if not main:
             return None
         log_dir = Path(package).resolve() / TB_DIR  # absolute: user code may change the CWD

@@ -11,10 +11,21 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["TaskSection", "marker_line", "marker_task", "section_start"]
+__all__ = ["TaskSection", "marker_line", "marker_task", "section_start", "task_output_name"]
 
 _MARKER = re.compile(r"^== ([TA]_\d+) .*==$")
+
+
+def task_output_name(task: Mapping[str, Any], rank: int | None = None) -> str:
+    """The output file a queued task's rank writes: ``_output.txt`` for one process, ``_output_<rank>.txt``
+    (rank 0 by default) under DDP. From the task, not from which files exist: a package continued with
+    another world size has both kinds."""
+    if task.get("placement") == "ddp":
+        return f"_output_{rank or 0}.txt"
+    return "_output.txt"
 
 
 def marker_line(task_id: str, now: float | None = None) -> str:

@@ -226,11 +226,11 @@ class FlakyLauncher(FakeLauncher):
 
     fail: int = 0
 
-    def launch(self, record) -> None:
+    def launch(self, record, env) -> None:
         if self.fail > 0:
             self.fail -= 1
             raise RuntimeError("no supervisor for you")
-        super().launch(record)
+        super().launch(record, env)
 
 
 def test_launch_failure_fails_the_task_and_frees_the_gpu(make_center, home: Path, project: Path):

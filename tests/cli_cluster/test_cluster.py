@@ -26,8 +26,11 @@ from typing import Any
 
 import pytest
 
+from dlnest_ray import SavePackage
 from tests.cli.helpers import Cli, single_error_line
+from tests.dlnest_projects import write_dlnest032_mnist
 from tests.projects import write_project
+from tests.smtp_server import SmtpServer
 
 from .helpers import (
     cli,
@@ -51,8 +54,8 @@ class Cluster:
     up: Cli
     state: dict[str, Any] = field(default_factory=dict)
 
-    def __call__(self, *args: object, timeout: float = 120) -> Cli:
-        return cli(*args, env=self.env, timeout=timeout)
+    def __call__(self, *args: object, timeout: float = 120, env: dict[str, str] | None = None) -> Cli:
+        return cli(*args, env={**self.env, **(env or {})}, timeout=timeout)
 
     def tasks(self) -> dict[str, dict[str, Any]]:
         return {t["task_id"]: t for t in json_out(self("tasks", "--all", "--json"))}
@@ -228,7 +231,8 @@ def test_watch_follows_a_run_to_its_end(cluster: Cluster) -> None:
     assert proc.returncode == 0, text + err.decode()
     assert text.index("waiting at the gate") < text.index("Epoch #0 finished")  # printed while following
     assert text.rstrip().splitlines()[-1] == "T_0001 SUCCEEDED"
-    assert text.rstrip().splitlines()[-2].startswith("latest: ep 0 loss ")  # the run's latest metrics
+    assert text.rstrip().splitlines()[-3].startswith("latest: ep 0 loss ")  # the run's latest metrics
+    assert text.rstrip().splitlines()[-2] == "epochs: finished epoch 0, 1 in all"  # how many really ran
     package_output = Path(cluster.state["a"]["package"]) / "_output.txt"
     assert package_output.read_text() in text
     tasks = wait_for(
@@ -340,6 +344,65 @@ def test_ray_shows_each_run_as_it_ended(cluster: Cluster, tmp_path_factory: pyte
         "CenterActor.run_train",
         "CenterActor.run_train",
     ], others
+
+
+def test_a_dlnest_032_project_through_the_cluster_with_its_environment(
+    cluster: Cluster, tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path
+) -> None:
+    """DLNest 0.3.2-style code (only imports changed) as a 2-rank DDP run on the fake GPUs, continued
+    and analyzed; the submitting shell's variables reach the ranks (a mail password among them, never
+    shown anywhere), terminal and placement variables do not; --no-env and --env."""
+    folder = tmp_path_factory.mktemp("d032")
+    with SmtpServer() as smtp:
+        cfg = write_dlnest032_mnist(
+            folder / "mnist", data_root=mnist_dir, epochs=0, smtp_port=smtp.port, n_train=256
+        )
+        shell = {
+            "DLNEST_MAIL_PASSWORD": "s3cret-pw",
+            "DLNEST_TEST_ECHO": "hello from my shell",
+            "TERM": "xterm-from-my-shell",
+            "CUDA_VISIBLE_DEVICES": "7",
+        }
+        run = json_out(cluster("run", cfg, "--ddp", "--gpus", "2", "-m", "4000", "--json", env=shell))
+        tid, package = run["task_id"], Path(run["package"])
+        watched = cluster("watch", tid, timeout=240)
+        assert watched.returncode == 0, str(watched)
+        assert "epochs: finished epoch 0, 1 in all" in watched.stdout  # `epoch >= epochs` with epochs 0
+        for rank in (0, 1):
+            out = (package / f"_output_{rank}.txt").read_text()
+            assert "echo from the submitting shell: hello from my shell" in out
+        seg = SavePackage.open(package).meta["segments"][-1]
+        assert seg["world_size"] == 2
+        assert {"DLNEST_MAIL_PASSWORD", "DLNEST_TEST_ECHO"} <= set(seg["environment"])
+        assert not {"TERM", "CUDA_VISIBLE_DEVICES", "PWD", "RAY_TMPDIR"} & set(seg["environment"])
+        assert [m.subject for m in smtp.mails] == ["Train Finished!"]  # rank 0 only
+        assert smtp.mails[0].login == ("me@example.org", "s3cret-pw")
+
+        more = json_out(
+            cluster(
+                "continue", package, "--no-env", "--env", "DLNEST_TEST_ECHO=explicit", "-m", "4000", "--json"
+            )
+        )
+        again = cluster("watch", more["task_id"], timeout=240)
+        assert again.returncode == 0, str(again)
+        assert "echo from the submitting shell: explicit" in again.stdout
+        assert SavePackage.open(package).meta["segments"][-1]["environment"] == ["DLNEST_TEST_ECHO"]
+        assert smtp.mails[-1].login == ("me@example.org", "")  # --no-env: the password did not travel
+
+    analyzer = json_out(cluster("analyze", package, "--cpu", "--json"))["task_id"]
+    got = cluster("exp", analyzer, "getAcc", timeout=180)
+    assert got.returncode == 0, str(got)
+    assert re.search(r"Accuracy: 0\.\d+", got.stdout), got.stdout
+    assert "being stopped" in cluster("del", analyzer).stdout
+    wait_for(
+        lambda: cluster.tasks()[analyzer]["status"] == "SUCCEEDED", timeout=60, what="the analyzer to end"
+    )
+    # the secret is nowhere dlnest-ray shows or keeps anything
+    shown = [cluster("tasks", "--all", "--json").stdout, cluster("log").stdout]
+    kept = [(cluster.home / "center.json").read_text(), (package / "args.json").read_text()]
+    kept.append((package / "_package.json").read_text())
+    assert not any("s3cret-pw" in text for text in shown + kept)
+    assert not (cluster.home / "env" / f"{tid}.json").exists()  # dropped when the task ended
 
 
 def test_log_shows_and_clears_the_center_messages(cluster: Cluster) -> None:

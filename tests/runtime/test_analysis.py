@@ -11,7 +11,7 @@ import torch
 import dlnest_ray
 from dlnest_ray import SavePackage, UserCodeError
 from dlnest_ray.runtime.trainer import TrainOptions, train
-from tests.projects import isolated_imports, write_project
+from tests.projects import first_module, isolated_imports, write_project
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -52,7 +52,7 @@ def test_analyze_returns_the_function_result_with_everything_loaded(package):
     assert isinstance(ctx.package, SavePackage) and ctx.package.path == package
     assert ctx.life_cycle.best_acc == state["life_cycle"]["best_acc"]
     assert got["cwd"] == str(package)
-    for name, tensor in state["runner"][0].items():
+    for name, tensor in first_module(state).items():
         assert torch.equal(got["weights"][name], tensor), name
     assert snapshot(package) == before
 
@@ -63,7 +63,7 @@ def test_dlnest_keywords_and_an_older_checkpoint(package):
     state0 = SavePackage.open(package).state_dict(0)
     assert got["self"].checkpoint_id == 0
     assert len(got["self"].log["acc"]) == 1
-    for name, tensor in state0["runner"][0].items():
+    for name, tensor in first_module(state0).items():
         assert torch.equal(got["weights"][name], tensor), name
     assert snapshot(package) == before
 
@@ -75,7 +75,7 @@ def test_checkpoint_minus_two_builds_without_loading(package):
     assert got["self"].checkpoint_id is None
     assert got["self"].log == {"loss": [], "acc": [], "val_loss": [], "lr": []}
     assert got["self"].life_cycle.best_acc == 0.0
-    assert any(not torch.equal(got["weights"][k], v) for k, v in latest["runner"][0].items())
+    assert any(not torch.equal(got["weights"][k], v) for k, v in first_module(latest).items())
     assert snapshot(package) == before
 
 

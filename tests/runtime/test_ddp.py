@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 
 import pytest
 
 from dlnest_ray import SavePackage
 from dlnest_ray.savepack.metrics import read_metrics
-from tests.projects import write_project
+from tests.projects import first_module, write_project
+
+from .ddp_helpers import run_ranks
 
 N_TRAIN = 128
 EPOCHS = 2
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.slow
@@ -37,43 +29,7 @@ def test_two_rank_gloo_run(tmp_path):
         extra={"ddp_timeout_s": 60},
     )
     pkg = SavePackage(cfg).save_to_new_dir()
-    code = (
-        "from dlnest_ray.runtime.trainer import train, TrainOptions; "
-        f"train({str(pkg)!r}, TrainOptions(cpu=True))"
-    )
-    port = free_port()
-    procs: list[subprocess.Popen] = []
-    logs = []
-    try:
-        for rank in range(2):
-            env = {
-                **os.environ,
-                "RANK": str(rank),
-                "LOCAL_RANK": str(rank),
-                "WORLD_SIZE": "2",
-                "MASTER_ADDR": "127.0.0.1",
-                "MASTER_PORT": str(port),
-                "OMP_NUM_THREADS": "1",
-            }
-            log = open(tmp_path / f"proc{rank}.log", "wb")  # noqa: SIM115 - closed in finally
-            logs.append(log)
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-c", code], env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT
-                )
-            )
-        codes = [p.wait(timeout=240) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        for log in logs:
-            log.close()
-    details = "\n".join(
-        f"--- {f.name}\n{f.read_text(errors='replace')[-3000:]}"
-        for f in [*sorted(tmp_path.glob("proc*.log")), *sorted(pkg.glob("_output*.txt"))]
-    )
+    codes, details = run_ranks(pkg, tmp_path)
     assert codes == [0, 0], details
 
     # one output file per rank, none for a single process
@@ -108,7 +64,7 @@ def test_two_rank_gloo_run(tmp_path):
     state = opened.state_dict()
     assert state["finished_epoch"] == EPOCHS - 1
     assert state["global_step"] == EPOCHS * (N_TRAIN // 2 // 32)
-    assert not any(k.startswith("module.") for k in state["runner"][0])  # saved from the raw module
+    assert not any(k.startswith("module.") for k in first_module(state))  # saved from the raw module
     segs = json.loads((pkg / "_package.json").read_text())["segments"]
     assert len(segs) == 1
     assert (segs[0]["env"], segs[0]["world_size"], segs[0]["status"]) == ("DDP", 2, "succeeded")

@@ -10,6 +10,7 @@ import torch
 from dlnest_ray.cli.project import create_project
 from dlnest_ray.runtime.trainer import TrainOptions, train
 from dlnest_ray.savepack.package import SavePackage
+from tests.projects import first_module
 
 pytestmark = pytest.mark.gpu
 
@@ -27,7 +28,7 @@ def test_train_on_gpu_saves_device_agnostic_checkpoints(tmp_path: Path) -> None:
     seg = pkg.meta["segments"][-1]
     assert seg["env"] == "GPU" and seg["devices"][0].startswith("cuda:0")
     state = pkg.state_dict(device="cpu")
-    weights = [v for v in state["runner"][0].values() if isinstance(v, torch.Tensor)]
+    weights = [v for v in first_module(state).values() if isinstance(v, torch.Tensor)]
     assert weights and all(w.device.type == "cpu" for w in weights)
     # resume on the GPU continues the run
     again = train(path, TrainOptions(resume=True, gpus=(0,)))

@@ -13,7 +13,7 @@ from dlnest_ray import SavePackage, TrainingFailed
 from dlnest_ray.cli.project import create_project
 from dlnest_ray.runtime.trainer import TrainOptions, train
 from dlnest_ray.savepack.metrics import read_metrics
-from tests.projects import assert_same_state, write_freq, write_project
+from tests.projects import assert_same_state, first_module, write_freq, write_project
 
 CPU = TrainOptions(cpu=True)
 RESUME = TrainOptions(cpu=True, resume=True)
@@ -58,8 +58,8 @@ def test_three_epochs_equal_two_plus_a_resumed_one(tmp_path):
     for key in COMPARED_KEYS:
         assert_same_state(a[key], b[key], key)
     # the weights themselves, explicitly
-    for name, tensor in a["runner"][0].items():
-        assert torch.equal(tensor, b["runner"][0][name]), name
+    for name, tensor in first_module(a).items():
+        assert torch.equal(tensor, first_module(b)[name]), name
     assert set(a["runner"]["optimizer"]) == {"optimizer"}
     assert set(a["runner"]["scheduler"]) == {"scheduler", "plateau"}
     assert a["runner"]["scheduler"]["scheduler"]["last_epoch"] == 3  # stepped before each of the 3 saves
@@ -97,7 +97,7 @@ def test_recorded_random_seed_is_the_seed_used(tmp_path):
     other = SavePackage(cfg, write_freq(tmp_path / "other.json", seed=seed + 1)).save_to_new_dir()
     for pkg in (drawn, same, other):
         train(pkg, CPU)
-    w = {p: SavePackage.open(p).state_dict()["runner"][0] for p in (drawn, same, other)}
+    w = {p: first_module(SavePackage.open(p).state_dict()) for p in (drawn, same, other)}
     assert_same_state(w[drawn], w[same], "weights")
     assert any(not torch.equal(w[drawn][k], w[other][k]) for k in w[drawn])
     assert manifest(drawn)["segments"][0]["seed"] == seed

@@ -51,3 +51,12 @@ def test_a_file_without_markers_is_shown_whole_and_other_tasks_get_nothing_of_a_
     assert old.finish() == b"written before markers\nline 2\n"
     other = TaskSection("T_0009")
     assert other.feed(FILE) == b"" and other.finish() == b""
+
+
+def test_the_output_file_comes_from_the_task_not_from_what_exists() -> None:
+    from dlnest_ray.savepack.outputs import task_output_name
+
+    assert task_output_name({"placement": "gpu"}) == "_output.txt"
+    assert task_output_name({"placement": "cpu"}, None) == "_output.txt"
+    assert task_output_name({"placement": "ddp"}) == "_output_0.txt"
+    assert task_output_name({"placement": "ddp"}, 1) == "_output_1.txt"

@@ -19,21 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import DlnestError
-from ...savepack.outputs import TaskSection, section_start
+from ...savepack.outputs import TaskSection, section_start, task_output_name
 from .panes import Fragments, LineLog, ansi_fragments
 
-__all__ = ["POLL_S", "Poller", "ShellState", "Snapshot", "poll_once", "run_output_path"]
+__all__ = ["POLL_S", "Poller", "ShellState", "Snapshot", "poll_once"]
 
 POLL_S = 0.5
 FIRST_READ_MAX = 256 * 1024  # a run's output file: on watch, show at most its last 256 KB
-
-
-def run_output_path(package: Path) -> Path | None:
-    """A run's output file: ``_output.txt`` (one process) or rank 0's ``_output_0.txt`` (DDP)."""
-    for name in ("_output.txt", "_output_0.txt"):
-        if (package / name).exists():
-            return package / name
-    return None
 
 
 @dataclass(kw_only=True)
@@ -150,7 +142,9 @@ def _poll_run(state: ShellState, task_id: str, offset: int, generation: int) -> 
     task = state.find(task_id)
     if task is None:
         raise DlnestError(f"no task {task_id!r} (the task pane lists them)")
-    path = run_output_path(Path(str(task.get("package") or "")))
+    path: Path | None = Path(str(task.get("package") or "")) / task_output_name(task)
+    if path is None or not path.exists():  # its rank has not written yet
+        path = None
     data = b""
     skipped = 0
     with state.lock:

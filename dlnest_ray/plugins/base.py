@@ -1,0 +1,102 @@
+"""How the trainer runs plugins: the hooks a plugin may have, what it is given, one set per run.
+
+A plugin is a :class:`Plugin` subclass named ``DLNestPlugin`` in its module (DLNest's convention, so
+``from dlnest_ray.plugins.MailsNote import DLNestPlugin`` keeps working). The trainer makes one
+instance per plugin the config lists and calls its hooks through a :class:`PluginSet`, which logs a
+plugin's failure and goes on: a plugin never fails a run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..runtime.status import RunningStatus
+from . import check_plugins
+
+__all__ = ["Plugin", "PluginContext", "PluginSet"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PluginContext:
+    """What a plugin knows of its run: the merged config (the users' copy), the package folder, the
+    running status (rank, epoch...) and the queued task's id (None in the foreground)."""
+
+    args: Mapping[str, Any]
+    package: Path
+    status: RunningStatus
+    task_id: str | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.status.is_main
+
+
+class Plugin:
+    """Base of the plugins: every hook is a no-op. ``settings`` is ``plugins_config.<name>`` merged
+    over the plugin's :attr:`defaults`."""
+
+    name: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, settings: Mapping[str, Any], context: PluginContext) -> None:
+        self.settings = {**self.defaults, **settings}
+        self.context = context
+
+    def before_all(self) -> None:
+        """Before the life cycle's ``before_all``, on every rank."""
+
+    def run_started(self, log: Mapping[str, Any], resumed: bool) -> None:
+        """The components are built (a resumed run's log restored); the loop starts, on every rank."""
+
+    def after_step(self, epoch: int, iter: int, log: Mapping[str, Any]) -> None:
+        """After every training step, on every rank."""
+
+    def after_epoch(self, epoch: int, log: Mapping[str, Any]) -> None:
+        """After an epoch's save and metrics row, on every rank."""
+
+    def train_finished(self, log: Mapping[str, Any]) -> None:
+        """The training loop ended normally (DLNest's ``ATrain``), on every rank."""
+
+    def train_aborting(self, exception: BaseException) -> None:
+        """The run failed with ``exception`` (not a requested stop), on every rank."""
+
+    def close(self) -> None:
+        """The run is over, whatever happened: release what the plugin holds (bounded in time)."""
+
+
+class PluginSet:
+    """The plugins of one run, in the config's order; hooks are called on each, failures logged."""
+
+    def __init__(self, plugins: list[Plugin]) -> None:
+        self.plugins = plugins
+
+    @classmethod
+    def load(cls, args: Mapping[str, Any], context: PluginContext) -> PluginSet:
+        names = check_plugins(args, "the run's config")
+        settings = args.get("plugins_config") or {}
+        plugins: list[Plugin] = []
+        for name in names:
+            module = importlib.import_module(f"{__package__}.{name}")
+            plugin_class: type[Plugin] = module.DLNestPlugin
+            plugins.append(plugin_class(settings.get(name) or {}, context))
+        return cls(plugins)
+
+    def call(self, hook: str, *args: Any) -> None:
+        for plugin in self.plugins:
+            try:
+                getattr(plugin, hook)(*args)
+            except Exception as e:  # a plugin never fails the run: say what went wrong and go on
+                log.warning("plugin %s failed in %s: %s: %s", plugin.name, hook, type(e).__name__, e)
+                print(
+                    f"[dlnest-ray] plugin {plugin.name} failed in {hook}: {type(e).__name__}: {e}", flush=True
+                )
+
+    def close(self) -> None:
+        self.call("close")

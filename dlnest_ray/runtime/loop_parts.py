@@ -1,0 +1,181 @@
+"""Pieces of the training loop that hold no loop state: options and result, the stop check, moving
+batches to the device, calling user methods the way DLNest did, and small describers."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from .output import ConsoleSink
+from .status import EnvType, RunningStatus
+
+__all__ = [
+    "StopCheck",
+    "StopRequested",
+    "TrainObserver",
+    "TrainOptions",
+    "TrainResult",
+    "call_visualize",
+    "describe",
+    "len_or_none",
+    "mark_output",
+    "move_to_device",
+    "peak_gpu_mb",
+]
+
+
+class TrainObserver(Protocol):
+    """Progress callbacks for a foreground display (called on rank 0 only)."""
+
+    def epoch_started(self, epoch: int, total_steps: int | None) -> None: ...
+    def step_done(self, epoch: int, iter: int) -> None: ...
+    def epoch_finished(self, epoch: int, row: dict[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainOptions:
+    resume: bool = False
+    ckpt_id: int = -1  # with resume: -1 = latest valid checkpoint
+    cpu: bool = False
+    gpus: tuple[int, ...] | None = None
+    console: bool | ConsoleSink = False  # also show the output on the terminal
+    capture_output: bool = True  # fd-level tee into _output*.txt
+    observer: TrainObserver | None = None
+    async_checkpoints: bool = True
+    description: str = ""
+    stop_file: str | None = None  # when this file exists, the run stops as if interrupted (dlnest-ray del)
+    task_id: str | None = None  # the queued task this run belongs to, recorded in its segment
+
+
+class StopRequested(KeyboardInterrupt):
+    """The run was asked to stop (its stop file appeared): handled like Ctrl-C. Once the run has wound
+    down, its message says where it stopped (``stopped at epoch 2 by request; checkpoint 1 kept``)."""
+
+
+class StopCheck:
+    """Looks for the stop file: between steps at most twice a second in a single process; under DDP only
+    at epoch starts, agreed by all ranks (a rank that stopped alone would hang its peers' collectives)."""
+
+    INTERVAL_S = 0.5
+
+    def __init__(self, path: str | None, status: RunningStatus) -> None:
+        self.path = path
+        self.ddp = status.env is EnvType.DDP
+        self.status = status
+        self._next = 0.0
+
+    def step(self) -> None:
+        if self.path is None or self.ddp:
+            return
+        now = time.monotonic()
+        if now >= self._next:
+            self._next = now + self.INTERVAL_S
+            if os.path.exists(self.path):
+                raise StopRequested(f"stop requested ({self.path})")
+
+    def epoch(self) -> None:
+        if self.path is None:
+            return
+        flag = os.path.exists(self.path)
+        if self.ddp:
+            import torch
+            import torch.distributed as tdist
+
+            t = torch.tensor([1.0 if flag else 0.0], device=self.status.device)
+            tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+            flag = bool(t.item())
+        if flag:
+            raise StopRequested(f"stop requested ({self.path})")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainResult:
+    package: Path
+    finished_epoch: int
+    global_step: int
+    last_checkpoint: int | None
+
+
+def move_to_device(data: Any, device: Any) -> Any:
+    """Tensors, also nested in lists/tuples/namedtuples/dicts, moved to ``device``; other values kept."""
+    if hasattr(data, "to") and hasattr(data, "device"):
+        return data.to(device, non_blocking=True)
+    if isinstance(data, list):
+        return [move_to_device(d, device) for d in data]
+    if isinstance(data, tuple):
+        moved = [move_to_device(d, device) for d in data]
+        return type(data)(*moved) if hasattr(data, "_fields") else tuple(moved)
+    if isinstance(data, dict):
+        out = copy.copy(data)  # keeps the dict's type and, for a defaultdict, its factory
+        for k, v in data.items():
+            out[k] = move_to_device(v, device)
+        return out
+    return data
+
+
+def call_visualize(model: Any, epoch: int, iter: int, log: Mapping[str, Any]) -> None:
+    """``model.visualize`` by keyword, as DLNest called it (real code orders the parameters its own
+    way: ``visualize(self, log, iter, epoch)``); positionally when the method names them otherwise."""
+    method = model.visualize
+    try:
+        params = list(inspect.signature(method).parameters.values())
+    except (TypeError, ValueError):  # a builtin or C method: no signature to read
+        params = []
+    takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+    if takes_kwargs or {"epoch", "iter", "log"} <= {p.name for p in params}:
+        method(epoch=epoch, iter=iter, log=log)
+    else:
+        method(epoch, iter, log)
+
+
+def mark_output(path: Path, task_id: str) -> None:
+    """Append the task's marker line (on a line of its own) to the output file it is about to write."""
+    from ..savepack.outputs import marker_line
+
+    lead = ""
+    try:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            lead = "" if f.read(1) == b"\n" else "\n"
+    except OSError:  # no file yet, or an empty one
+        pass
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(f"{lead}{marker_line(task_id)}\n")
+
+
+def overrides_aborting(life_cycle: Any) -> bool:
+    """Whether the user's life cycle has a ``train_aborting`` (or DLNest's ``trainAborting``) of its own."""
+    from .aliases import overrides
+    from .bases import LifeCycleBase
+
+    return overrides(life_cycle, "train_aborting", LifeCycleBase) or overrides(
+        life_cycle, "trainAborting", LifeCycleBase
+    )
+
+
+def len_or_none(loader: Any) -> int | None:
+    try:
+        return len(loader)
+    except TypeError:
+        return None
+
+
+def describe(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+def peak_gpu_mb(device: Any) -> int | None:
+    """Torch's peak reserved GPU memory in this process, in MB (None on CPU): an analyzer's default."""
+    if device is None or getattr(device, "type", "") != "cuda":
+        return None
+    import torch
+
+    return math.ceil(torch.cuda.max_memory_reserved(device) / 2**20)
