@@ -1,4 +1,4 @@
-"""Finding the Ray cluster: the one path used by the CLI and by ``dlnest_ray.connect()``.
+"""Finding the Ray cluster and connecting to it: the one path used by the CLI and ``dlnest_ray.connect()``.
 
 ``--address``, else ``RAY_ADDRESS``, else the head ``dlnest-ray up`` started (``<home>/head.json``),
 else the cluster the last ``ray start`` on this machine recorded. The GCS port is probed before
@@ -8,12 +8,10 @@ Import-light: Ray is imported inside functions only (the CLI imports this module
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import socket
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,6 @@ from ..errors import DlnestError
 __all__ = [
     "HEAD_FILE",
     "STARTED_BY",
-    "auth_env",
     "init_ray",
     "reachable",
     "read_head",
@@ -92,36 +89,19 @@ def reachable(address: str) -> bool:
         return False
 
 
-def token_available() -> bool:
-    if os.environ.get("RAY_AUTH_TOKEN"):
-        return True
-    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
-    return Path(path).expanduser().is_file()
+def init_ray(address: str, home: Path | None = None) -> Any:
+    """Connect this process to the cluster at ``address`` as a token-mode client when it has a token
+    (:mod:`.auth`); returns Ray's context (None if connected already). A refused token is one line."""
+    from .auth import check_token_accepted, client_auth
 
-
-def auth_env() -> None:
-    """Ray uses this machine's auth token only for ``address="auto"``; we pass explicit addresses, so
-    turn token mode on ourselves when a token exists (a cluster without auth accepts it). Must happen
-    before Ray reads its config (at import), or be followed by a refresh."""
-    if "RAY_AUTH_MODE" in os.environ or not token_available():
-        return
-    os.environ["RAY_AUTH_MODE"] = "token"
-    if "ray" in sys.modules:  # Ray read its config at import: refresh it, as Ray itself does
-        with contextlib.suppress(Exception):
-            import importlib
-
-            importlib.import_module("ray._raylet").Config.initialize("")
-
-
-def init_ray(address: str) -> Any:
-    """Connect this process to the cluster at ``address``; returns Ray's context (None if connected)."""
+    token = client_auth(state_home(home))
     import ray
 
     from .client import NAMESPACE
 
     if ray.is_initialized():
         return None
-    auth_env()
+    check_token_accepted(address, token)
     try:
         ctx = ray.init(address=address, namespace=NAMESPACE, logging_level=logging.ERROR, log_to_driver=False)
     except ConnectionError as e:

@@ -33,6 +33,18 @@ class CenterActor(Center):
     def ping(self) -> str:
         return "ok"
 
+    def cluster_authenticates(self) -> bool:
+        """Whether the cluster this center runs on requires an auth token (its processes run in Ray's
+        token mode, as a head ``up`` started does)."""
+        import importlib
+
+        raylet: Any = importlib.import_module("ray._raylet")  # no type stubs for these
+        return bool(raylet.get_authentication_mode() == raylet.AuthenticationMode.TOKEN)
+
+    def center_state(self) -> dict[str, bool]:
+        """What `tasks` says besides the rows: ``draining`` (``down`` has begun) and ``authenticated``."""
+        return {"draining": self.draining, "authenticated": self.cluster_authenticates()}
+
     def owner_job(self) -> str:
         """The Ray job this center (and every run it starts) belongs to: its owner's (see ``owner.py``)."""
         import ray

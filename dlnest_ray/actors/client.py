@@ -37,13 +37,14 @@ def ensure_ray(address: str | None = None, home: str | None = None) -> None:
 
     if ray.is_initialized():
         return
-    from .address import auth_env, init_ray, reachable, resolve_address
+    from .address import init_ray, reachable, resolve_address, state_home
+    from .auth import client_auth
 
-    auth_env()
+    client_auth(state_home(Path(home) if home else None))  # before Ray reads its settings
     resolved = resolve_address(address, Path(home) if home else None)
     if resolved is None or not reachable(resolved):
         raise DlnestError(NO_CLUSTER)
-    init_ray(resolved)
+    init_ray(resolved, Path(home) if home else None)
 
 
 def _center_options() -> dict[str, Any]:
@@ -199,6 +200,8 @@ class Client(AnalyzerOps):
     drain = _op("drain")
     open_queue = _op("open_queue")
     owner_job = _op("owner_job", reads=True)
+    cluster_authenticates = _op("cluster_authenticates", reads=True)
+    center_state = _op("center_state", reads=True)
     get_DLNest_output = get_dlnest_output  # DLNest's name
 
     def new_proj(self, target_dir: str, mnist: bool = False) -> str:

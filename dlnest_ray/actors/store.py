@@ -54,8 +54,9 @@ class CenterStore:
     """Load and save the center's state; the records live in ``tasks`` (submit order)."""
 
     def __init__(self, home: Path) -> None:
-        self.home = Path(home)
-        self.home.mkdir(parents=True, exist_ok=True)
+        from .auth import ensure_private_home
+
+        self.home = ensure_private_home(Path(home))
         self.path = self.home / STATE_FILE
         self.settings = CenterSettings()
         self.tasks: dict[str, TaskRecord] = {}
@@ -78,7 +79,7 @@ class CenterStore:
             ) from e
 
     def save(self) -> None:
-        atomic_write_json(
+        atomic_write_json(  # 0600: the queue names every package and project of its user
             self.path,
             {
                 "version": STATE_VERSION,
@@ -87,6 +88,7 @@ class CenterStore:
                 "draining": self.draining,
                 "tasks": [r.to_json() for r in self.tasks.values()],
             },
+            mode=0o600,
         )
 
     def new_id(self, kind: TaskKind) -> str:

@@ -53,8 +53,10 @@ def remember_analyzer(task_id: str) -> None:
         state = state if isinstance(state, dict) else {}
     except (OSError, ValueError):
         state = {}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, {**state, "analyzer": task_id})
+    from ..actors.auth import ensure_private_home
+
+    ensure_private_home(path.parent)
+    atomic_write_json(path, {**state, "analyzer": task_id}, mode=0o600)
 
 
 # ---------------------------------------------------------------------------------------------- analyze

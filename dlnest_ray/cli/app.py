@@ -42,10 +42,28 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+def _token_file(value: str | None) -> None:
+    """``--token-file F``: this process's auth token (as ``RAY_AUTH_TOKEN_PATH``), checked now."""
+    if value:
+        import os
+        from pathlib import Path
+
+        from ..actors.auth import PATH_ENV, readable_token_file
+
+        os.environ[PATH_ENV] = str(readable_token_file(Path(value).expanduser().resolve()))
+
+
 @app.callback()
 def _root(
     version: bool = typer.Option(
         False, "--version", "-V", help="Print the version and exit.", callback=_version, is_eager=True
+    ),
+    token_file: str | None = typer.Option(
+        None,
+        "--token-file",
+        metavar="FILE",
+        help="The cluster's auth token (default: $RAY_AUTH_TOKEN_PATH, else the home's, else ~/.ray's).",
+        callback=_token_file,
     ),
 ) -> None:
     """Queue, place, record, resume and analyze PyTorch training runs (the successor of DLNest)."""

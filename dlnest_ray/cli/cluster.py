@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ..actors.address import HEAD_FILE, STARTED_BY, resolve_address
-from ..actors.address import auth_env as _auth_env
 from ..actors.address import init_ray as _init_ray
 from ..actors.address import ray_address_file as _ray_address_file
 from ..actors.address import reachable as _reachable
 from ..actors.address import read_head as _read_head
 from ..actors.address import recorded_address as _recorded_address
 from ..actors.address import state_home as _home
+from ..actors.auth import client_auth
 from ..errors import DlnestError
 
 if TYPE_CHECKING:
@@ -90,11 +90,32 @@ def _gpu_count_default() -> int | None:
     return parse_fake_gpus(fake)[0] if fake else None
 
 
+def _head_auth(home: Path) -> tuple[dict[str, str], Path | None]:
+    """The environment ``ray start --head`` runs with, and the token file: token mode with the token
+    :func:`~dlnest_ray.actors.auth.head_token` finds or makes — unless the user set ``RAY_AUTH_MODE`` to
+    something else, which is obeyed (with a warning)."""
+    from ..actors.auth import MODE_ENV, PATH_ENV, head_token
+
+    chosen = os.environ.get(MODE_ENV)
+    if chosen is not None and chosen.lower() != "token":
+        typer.secho(
+            f"warning: {MODE_ENV}={chosen}: the head starts without authentication, so anyone who can reach "
+            'its ports can run code as you (see README "Security")',
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+        return {}, None
+    token = head_token(home)
+    return {MODE_ENV: "token", PATH_ENV: str(token)}, token
+
+
 def _start_head(home: Path, num_gpus: int | None, port: int, dashboard_port: int) -> dict[str, Any]:
-    """``ray start --head`` in a new session; returns what head.json records."""
+    """``ray start --head`` in a new session, in token mode; returns what head.json records."""
+    from ..actors.auth import ensure_private_home
     from ..atomic import atomic_write_json
 
-    home.mkdir(parents=True, exist_ok=True)
+    ensure_private_home(home)
+    auth_env, token = _head_auth(home)
     gpus = num_gpus if num_gpus is not None else _gpu_count_default()
     cmd = [
         sys.executable,
@@ -120,7 +141,12 @@ def _start_head(home: Path, num_gpus: int | None, port: int, dashboard_port: int
         # Own session: every process of this head (workers included) carries its id, so `down` can stop
         # exactly these. Output to a file: the daemons inherit it, a pipe would never close.
         proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, **auth_env},
         )
         try:
             code = proc.wait(timeout=180)
@@ -142,8 +168,11 @@ def _start_head(home: Path, num_gpus: int | None, port: int, dashboard_port: int
         "dashboard_port": dashboard_port,
         "num_gpus": gpus,
         "started_at": time.time(),
+        "auth_token": str(token) if token is not None else None,
     }
-    atomic_write_json(home / HEAD_FILE, info)
+    atomic_write_json(home / HEAD_FILE, info, mode=0o600)
+    if token is not None:
+        os.environ.update(auth_env)  # this process connects next: with the head's token
     return info
 
 
@@ -235,11 +264,13 @@ def up(
 ) -> None:
     """Start dlnest-ray: a local Ray head when no cluster answers, and the center.
 
-    With a cluster you started (--address, $RAY_ADDRESS, or `ray start` on this machine) only the center
-    is created, and `down` leaves the cluster running. Running `up` again only prints the status.
+    The head accepts only clients holding its auth token (made in the home folder unless one exists;
+    `up` prints where it is and how another machine or user joins). With a cluster you started
+    (--address, $RAY_ADDRESS, or `ray start` on this machine) only the center is created, and `down`
+    leaves the cluster running. Running `up` again only prints the status.
     """
-    _auth_env()
     state = _home(home)
+    client_auth(state)  # before Ray reads its settings
     if num_gpus is not None and num_gpus < 0:
         raise DlnestError("--num-gpus must be 0 or more")
     if not 1 <= port <= 65535 or RAY_WORKER_PORTS[0] <= port <= RAY_WORKER_PORTS[1]:
@@ -263,7 +294,7 @@ def up(
         resolved = str(started["address"])
     elif num_gpus is not None and (head is None or head.get("num_gpus") != num_gpus):
         typer.echo(f"note: the Ray cluster at {resolved} is already running; --num-gpus is ignored", err=True)
-    ctx = _init_ray(resolved)
+    ctx = _init_ray(resolved, state)
     existed = _center_exists() and not _replace_orphaned_center()
     from ..actors import client as client_mod
 
@@ -279,6 +310,35 @@ def up(
     if reopened:
         typer.echo("the queue was draining (an unfinished `down`): launches resume")
     _print_info(dashboard, client, state)
+    _print_auth(client, resolved, started)
+
+
+def _print_auth(client: Client, address: str, started: dict[str, Any] | None) -> None:
+    """Where the token is and how others join; or the one warning that the cluster has no auth."""
+    import os
+
+    from ..actors.auth import PATH_ENV
+
+    if not client.cluster_authenticates():
+        warn_unauthenticated()
+        return
+    token = os.environ.get(PATH_ENV) or (started or {}).get("auth_token")
+    if not token:
+        typer.echo("auth: this cluster requires a token (RAY_AUTH_TOKEN)")
+        return
+    typer.echo(f"auth token: {token} (clients need it; keep it private)")
+    typer.echo(
+        f"  another machine joins: {PATH_ENV}={token} RAY_AUTH_MODE=token ray start --address {address}"
+    )
+    typer.echo(f"  another user or shell: {PATH_ENV}={token} dlnest-ray tasks --address {address}")
+
+
+def warn_unauthenticated() -> None:
+    typer.secho(
+        'warning: this cluster accepts unauthenticated clients: see README "Security"',
+        fg=typer.colors.YELLOW,
+        err=True,
+    )
 
 
 def _replace_orphaned_center() -> bool:
@@ -351,10 +411,10 @@ def down(
     Refuses while tasks run, unless --force (which cancels them and waits for their end). Pending tasks
     stay queued in the center's state folder for the next `up`. Other Ray clusters are left alone.
     """
-    _auth_env()
+    state = _home(home)
+    client_auth(state)  # before Ray reads its settings
     import ray
 
-    state = _home(home)
     head = _read_head(state)
     resolved = resolve_address(address, state)
     reachable = resolved is not None and _reachable(resolved)
@@ -362,7 +422,7 @@ def down(
     did = False
     if reachable:
         assert resolved is not None
-        _init_ray(resolved)
+        _init_ray(resolved, state)
         if _center_exists():
             from ..actors import client as client_mod
 

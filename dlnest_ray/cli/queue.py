@@ -162,7 +162,12 @@ def tasks(
     if as_json:
         print_json(with_latest_metrics(rows))
         return
-    if client.get_settings().get("draining"):
+    state = client.center_state()
+    if not state.get("authenticated", True):
+        from .cluster import warn_unauthenticated
+
+        warn_unauthenticated()
+    if state.get("draining"):
         typer.secho(
             "dlnest-ray is going down (`down` has begun): nothing new starts until `dlnest-ray up`",
             fg=typer.colors.YELLOW,

@@ -102,8 +102,8 @@ def test_tasks_command_json_and_table(trained, monkeypatch, capsys):
         def get_task_info(self, include_finished: bool = False) -> list[dict[str, Any]]:
             return [dict(r) for r in rows]
 
-        def get_settings(self) -> dict[str, Any]:
-            return {"draining": self.draining}
+        def center_state(self) -> dict[str, Any]:
+            return {"draining": self.draining, "authenticated": True}
 
     client = Client()
     monkeypatch.setattr(queue, "connect_client", lambda address, create: client)

@@ -123,8 +123,9 @@ def wait_for(check: Callable[[], Any], *, timeout: float, what: str, every: floa
 
 _RAY_TASKS = """
 import json, sys
-from dlnest_ray.actors.address import auth_env
-auth_env()
+from dlnest_ray.actors.auth import client_auth
+from dlnest_ray.actors.store import default_home
+client_auth(default_home())
 from ray.util.state import list_tasks
 rows = list_tasks(address=sys.argv[1], limit=10000, detail=True, raise_on_missing_output=False)
 print(json.dumps([[t.name, t.state, t.error_type or "", t.error_message or ""] for t in rows]))

@@ -15,6 +15,7 @@ import re
 import select
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -68,11 +69,14 @@ class Cluster:
 def cluster() -> Iterator[Cluster]:
     base = Path(tempfile.mkdtemp(prefix="dlr-", dir="/tmp"))  # short: Ray's socket paths live under it
     home = base / "home"
+    user = base / "user"  # a user's home without ~/.ray/auth_token: `up` makes the cluster's token
+    user.mkdir()
     env = {
         "DLNEST_RAY_FAKE_GPUS": "2x16000",
         "DLNEST_RAY_HOME": str(home),
         "RAY_TMPDIR": str(base),
         "DLNEST_RAY_CANCEL_GRACE_S": "3",
+        "HOME": str(user),
     }
     sids: list[int] = []
     try:
@@ -131,6 +135,86 @@ def test_devices_json(cluster: Cluster) -> None:
     ]
     assert len({r["node"] for r in rows}) == 1
     cluster.state["node"] = rows[0]["node"]
+
+
+def test_the_head_requires_its_token(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A head `up` started runs in Ray's token mode with a token in the home (0600, recorded in
+    head.json); a process without it is refused by Ray itself and changes nothing; a process given only
+    RAY_AUTH_TOKEN_PATH connects; a wrong or empty token is one clear line."""
+    head = cluster.head()
+    token = Path(head["auth_token"])
+    assert token == cluster.home / "auth_token"
+    assert token.is_file() and stat.S_IMODE(token.stat().st_mode) == 0o600
+    assert len(token.read_text().strip()) == 64
+    for name in ("head.json", "center.json"):
+        assert stat.S_IMODE((cluster.home / name).stat().st_mode) == 0o600, name
+    assert stat.S_IMODE(cluster.home.stat().st_mode) == 0o700
+    assert f"auth token: {token}" in cluster.up.stdout
+    assert (
+        f"RAY_AUTH_TOKEN_PATH={token} RAY_AUTH_MODE=token ray start --address {head['address']}"
+        in cluster.up.stdout
+    )
+    assert "Token authentication is disabled" not in (cluster.home / "ray_start.log").read_text()
+
+    stranger = tmp_path_factory.mktemp("stranger")  # a HOME without ~/.ray/auth_token, no RAY_AUTH_*
+    bare = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "DLNEST_RAY_"))}
+    bare |= {"HOME": str(stranger), "RAY_TMPDIR": str(cluster.base)}
+    before = cluster("log").stdout
+    plain = subprocess.run(
+        [sys.executable, "-c", f"import ray; ray.init(address={head['address']!r}); print('CONNECTED')"],
+        env=bare,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert plain.returncode != 0 and "CONNECTED" not in plain.stdout
+    assert "Authentication token is missing or incorrect" in plain.stderr
+    assert cluster("log").stdout == before  # the center saw nothing of it
+
+    address = ["--address", head["address"]]
+    refused = subprocess.run(
+        [sys.executable, "-m", "dlnest_ray", "tasks", *address], env=bare, capture_output=True, text=True
+    )
+    line = single_error_line(Cli(refused.returncode, refused.stdout, refused.stderr))
+    assert "requires an auth token and this process has none" in line
+    wrong = stranger / "wrong"
+    wrong.write_text("0" * 64)
+    refused = subprocess.run(
+        [sys.executable, "-m", "dlnest_ray", "--token-file", str(wrong), "tasks", *address],
+        env=bare,
+        capture_output=True,
+        text=True,
+    )
+    line = single_error_line(Cli(refused.returncode, refused.stdout, refused.stderr))
+    assert f"refused the auth token from {wrong}" in line
+    empty = stranger / "empty"
+    empty.write_text("")
+    refused = subprocess.run(
+        [sys.executable, "-m", "dlnest_ray", "--token-file", str(empty), "tasks", *address],
+        env=bare,
+        capture_output=True,
+        text=True,
+    )
+    assert f"the auth token file {empty} is empty" in single_error_line(
+        Cli(refused.returncode, refused.stdout, refused.stderr)
+    )
+
+    given = bare | {"RAY_AUTH_TOKEN_PATH": str(token)}  # the token file alone is enough
+    ok = subprocess.run(
+        [sys.executable, "-m", "dlnest_ray", "tasks", "--json", *address],
+        env=given,
+        capture_output=True,
+        text=True,
+    )
+    assert ok.returncode == 0 and json.loads(ok.stdout) == [], ok.stderr
+    code = "import dlnest_ray; print(len(dlnest_ray.connect(create=False).get_devices_info()))"
+    py = subprocess.run(
+        [sys.executable, "-c", code],
+        env=given | {"RAY_ADDRESS": head["address"]},
+        capture_output=True,
+        text=True,
+    )
+    assert py.returncode == 0 and py.stdout.strip() == "2", py.stderr
 
 
 def test_config_shows_and_changes_settings(cluster: Cluster) -> None:

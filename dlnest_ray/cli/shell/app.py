@@ -465,8 +465,9 @@ def run_shell(address: str | None = None) -> None:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise DlnestError("the shell needs a terminal; in scripts use the commands (`dlnest-ray tasks` ...)")
     client = connect_client(address, create=False)  # before taking the screen: errors print normally
-    home = default_home()
-    home.mkdir(parents=True, exist_ok=True)
+    from ...actors.auth import ensure_private_home
+
+    home = ensure_private_home(default_home())
     with _screen_only_for_us(home / "shell.log") as (tty, out, err):
         shell = Shell(
             client,
