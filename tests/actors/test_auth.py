@@ -16,7 +16,8 @@ from dlnest_ray.errors import DlnestError
 def clean(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """No RAY_AUTH_* variables and a HOME of our own (no ~/.ray/auth_token)."""
     for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")  # recorded now, so whatever the test sets is undone after it
+        monkeypatch.delenv(name)
     user = tmp_path / "user"
     user.mkdir()
     monkeypatch.setenv("HOME", str(user))
