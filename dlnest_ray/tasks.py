@@ -46,8 +46,21 @@ _ALLOWED: dict[TaskStatus, frozenset[TaskStatus]] = {
 
 
 class TaskKind(str, Enum):
+    """A training run (``T_0007``) or an analyzer (``A_0003``): the letter its id starts with."""
+
     TRAIN = "T"
     ANALYZE = "A"
+
+    @classmethod
+    def of(cls, task_id: str) -> TaskKind | None:
+        """The kind of a task id (``T_…``/``A_…`` followed by digits), or None for anything else."""
+        prefix, sep, number = task_id.partition("_")
+        if not sep or not number.isdigit():
+            return None
+        try:
+            return cls(prefix)
+        except ValueError:
+            return None
 
 
 class InvalidTransition(DlnestError):
