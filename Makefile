@@ -1,4 +1,5 @@
-# Two commands matter: `make demo` and `make test`. Both bootstrap .venv when it is missing.
+# Two commands matter: `make demo` and `make test`. Both bootstrap .venv when it is missing;
+# `make test` runs the lint (ruff, mypy --strict) first, so CI checks both.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -16,7 +17,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) examples/demo.py
 
-test: $(STAMP)
+test: lint
 	$(PY) -m pytest -q
 
 lint: $(STAMP)

@@ -16,7 +16,17 @@ from typing import Any
 from .errors import DlnestError
 from .scheduling.specs import Placement, TaskSpec
 
-__all__ = ["InvalidTransition", "TaskKind", "TaskRecord", "TaskStatus", "requeue", "transition"]
+__all__ = [
+    "NOT_STARTED_PHASES",
+    "InvalidTransition",
+    "TaskKind",
+    "TaskRecord",
+    "TaskStatus",
+    "requeue",
+    "transition",
+]
+
+NOT_STARTED_PHASES = ("", "starting", "waiting for resources")  # a running task's supervisor: no rank yet
 
 
 class TaskStatus(str, Enum):
@@ -126,17 +136,34 @@ class TaskRecord:
         """CPUs the whole task holds while it runs (one bundle of ``cpus_per_rank`` per rank)."""
         return self.cpus_per_rank * self.ranks
 
+    @property
+    def cancelling(self) -> bool:
+        """Asked to stop and not ended yet."""
+        return self.cancel_requested and not self.status.is_terminal()
+
+    @property
+    def phase_started(self) -> bool:
+        """Its ranks (or analyzer) have started: the supervisor is past placing them."""
+        return self.phase not in NOT_STARTED_PHASES
+
     def to_json(self) -> dict[str, Any]:
+        """The persisted form (``center.json``)."""
         d = asdict(self)
         d["kind"], d["status"], d["placement"] = self.kind.value, self.status.value, self.placement.value
         d["gpus"], d["output_tail"] = list(self.gpus), list(self.output_tail)
         return d
 
+    def to_row(self) -> dict[str, Any]:
+        """The form ``tasks --json`` prints (an interface: keys only ever added): the persisted form and
+        ``cancelling``."""
+        return {**self.to_json(), "cancelling": self.cancelling}
+
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> TaskRecord:
         d = dict(d)
-        d["kind"], d["status"] = TaskKind(d["kind"]), TaskStatus(d["status"])
-        d["placement"] = Placement(d["placement"])
+        d["kind"] = TaskKind(d.get("kind", TaskKind.TRAIN.value))
+        d["status"] = TaskStatus(d.get("status", TaskStatus.PENDING.value))
+        d["placement"] = Placement(d.get("placement", Placement.GPU.value))
         d["gpus"], d["output_tail"] = tuple(d.get("gpus", ())), tuple(d.get("output_tail", ()))
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in known})

@@ -97,7 +97,7 @@ def init_ray(address: str, home: Path | None = None) -> Any:
     token = client_auth(state_home(home))
     import ray
 
-    from .client import NAMESPACE
+    from .names import NAMESPACE
 
     if ray.is_initialized():
         return None

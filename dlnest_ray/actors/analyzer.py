@@ -29,13 +29,14 @@ from typing import Any
 
 from ..errors import AnalysisError, UserCodeError
 from ..linebuffer import LineBuffer
+from ..savepack.layout import ANALYZE_OUTPUT_FILE
 from ..scheduling.specs import Placement
 from ..tasks import TaskRecord
 from .jobs import ExpInterrupted, Job, JobState, ScriptFailed, format_failure, short_repr
 
 __all__ = ["OUTPUT_FILE", "AnalyzerActor", "ExpInterrupted", "JobState", "ScriptFailed", "output_prefix"]
 
-OUTPUT_FILE = "_analyze_output.txt"
+OUTPUT_FILE = ANALYZE_OUTPUT_FILE  # <package>/_analyze_output.txt (savepack.layout owns the name)
 LINES_ENV = "DLNEST_RAY_ANALYZER_LINES"
 
 

@@ -9,30 +9,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from ..errors import DlnestError
+from ..savepack.layout import analyze_output_path
+from ..tasks import TaskKind, TaskRecord
+from .calls import task_error_cause
+from .jobs import JobState
+from .names import NAMESPACE
 
 __all__ = ["AnalyzerOps"]
 
-TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
-
 
 class AnalyzerOps:
-    """Mixed into :class:`~dlnest_ray.actors.client.Client` (which provides ``get_task_info``)."""
+    """A part of :class:`~dlnest_ray.actors.client.Client`: ``task`` looks a task up at the center."""
 
-    _analyzers: dict[str, Any]
-
-    def get_task_info(self, include_finished: bool = False) -> list[dict[str, Any]]:  # pragma: no cover
-        raise NotImplementedError
-
-    def task(self, task_id: str) -> dict[str, Any]:
-        """The center's record of ``task_id`` (finished ones included)."""
-        for t in self.get_task_info(include_finished=True):
-            if t["task_id"] == task_id:
-                return dict(t)
-        raise DlnestError(f"no task {task_id!r}; `dlnest-ray tasks --all` lists them")
+    def __init__(self, task: Callable[[str], TaskRecord]) -> None:
+        self.task = task
+        self._analyzers: dict[str, Any] = {}
 
     def analyzer(
         self, task_id: str, *, wait: bool = False, on_wait: Callable[[str], None] | None = None
@@ -41,9 +35,7 @@ class AnalyzerOps:
         (``on_wait(reason)`` is called when the reason changes); an ended one is a DlnestError."""
         import ray
 
-        from .client import NAMESPACE
-
-        if not task_id.startswith("A_"):
+        if TaskKind.of(task_id) is not TaskKind.ANALYZE:
             raise DlnestError(f"{task_id} is not an analyzer (analyzer task ids start with A_)")
         if task_id in self._analyzers:
             return self._analyzers[task_id]
@@ -56,14 +48,14 @@ class AnalyzerOps:
             except ValueError:
                 pass
             task = self.task(task_id)
-            status = str(task["status"])
-            if status in TERMINAL:
-                error = f": {task['error']}" if task.get("error") else ""
+            status = task.status
+            if status.is_terminal():
+                error = f": {task.error}" if task.error else ""
                 raise DlnestError(
                     f"{task_id} has ended ({status}{error}); its output stays in "
-                    f"{Path(task['package']) / '_analyze_output.txt'} (`dlnest-ray watch {task_id}`)"
+                    f"{analyze_output_path(task.package)} (`dlnest-ray watch {task_id}`)"
                 )
-            reason = str(task.get("wait_reason") or task.get("phase") or status.lower())
+            reason = task.wait_reason or task.phase or status.value.lower()
             if not wait:
                 raise DlnestError(f"{task_id} is not started yet ({status}: {reason}); try again shortly")
             if on_wait is not None and reason != said:
@@ -78,7 +70,7 @@ class AnalyzerOps:
         try:
             return ray.get(getattr(handle, method).remote(*args, **kwargs))
         except ray.exceptions.RayTaskError as e:
-            cause = getattr(e, "cause", None)
+            cause = task_error_cause(e)
             if isinstance(cause, DlnestError):
                 raise cause from None
             raise
@@ -116,7 +108,7 @@ class AnalyzerOps:
         of its output, for :meth:`get_analyze_output`), ``error``, ``traceback``, ``result`` (repr)."""
         job = self.submit_exp(task_id, script, timeout_s)
         offset = 0
-        while job["state"] not in ("SUCCEEDED", "FAILED", "INTERRUPTED"):
+        while not JobState(job["state"]).is_terminal():
             out = self.poll_exp(task_id, int(job["job"]), offset, wait_s=5.0)
             offset, job = int(out["end"]), out["job"]
         return {"task_id": task_id, **job}
@@ -126,17 +118,17 @@ class AnalyzerOps:
         Read from the actor while it lives (waiting up to ``wait_s`` for a line), else from the package's
         ``_analyze_output.txt`` (which keeps every line)."""
         from ..linebuffer import read_prefixed
-        from .analyzer import OUTPUT_FILE, output_prefix
+        from .analyzer import output_prefix
 
         try:
             return dict(self._acall(task_id, "read_output", offset, wait_s))
         except DlnestError:
             task = self.task(task_id)  # raises for an unknown id
-            if str(task["status"]) not in TERMINAL:  # not started yet, or ending: nothing to read now
+            if not task.status.is_terminal():  # not started yet, or ending: nothing to read now
                 time.sleep(min(wait_s, 0.5))
                 return {"offset": offset, "end": offset, "missed": 0, "lines": [], "alive": True}
-        prefix = output_prefix(task_id, float(task["submitted_at"]))
-        out = read_prefixed(Path(task["package"]) / OUTPUT_FILE, prefix, offset)
+        prefix = output_prefix(task_id, task.submitted_at)
+        out = read_prefixed(analyze_output_path(task.package), prefix, offset)
         return {**out, "alive": False}
 
     def analyzer_info(self, task_id: str) -> dict[str, Any]:
@@ -146,6 +138,3 @@ class AnalyzerOps:
     def analyze_scripts(self, task_id: str) -> list[str]:
         """The script names in the analyzer's scripts folder."""
         return list(self._acall(task_id, "scripts"))
-
-    runExp = run_exp  # DLNest's names
-    getAnalyzeOutput = get_analyze_output

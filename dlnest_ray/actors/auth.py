@@ -129,12 +129,14 @@ def _refresh_ray() -> None:
     """Ray reads its settings when imported, and caches the token: make it read them again."""
     if "ray" not in sys.modules:
         return
-    with contextlib.suppress(Exception):
-        import importlib
+    import importlib
 
+    try:
         raylet = importlib.import_module("ray._raylet")
         raylet.Config.initialize("")
         raylet.AuthenticationTokenLoader.instance().reset_cache()
+    except Exception as e:  # an older Ray without these: it reads the variables at its next start
+        log.warning("could not refresh Ray's auth settings: %s: %s", type(e).__name__, e)
 
 
 def head_token(home: Path) -> Path:

@@ -11,6 +11,7 @@ ever satisfy is refused before any package is made.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -21,22 +22,24 @@ from typing import Any
 
 from ..devices import GpuInfo
 from ..errors import DlnestError, PackageError
+from ..records import DeviceInfo, SettingsInfo
 from ..runenv import checked_env
 from ..savepack.facts import analyzer_memory_mb, find_scripts_dir, package_description
 from ..savepack.package import SavePackage
 from ..scheduling.policy import DRAINING_REASON, decide, infeasible
 from ..scheduling.specs import GpuState, Launch, NodeCpus, Placement, Settings, Snapshot, Wait
-from ..tasks import TaskKind, TaskRecord, TaskStatus, requeue, transition
-from .center_settings import SettingsOps
+from ..tasks import NOT_STARTED_PHASES, TaskKind, TaskRecord, TaskStatus, requeue, transition
+from .center_settings import CenterSettingsOps
 from .ports import DeviceSource, Launcher
 from .store import LOG_FILE, CenterStore, EnvStore, LogBuffer
 
 __all__ = ["ANALYZER_CPUS_ENV", "CPUS_ENV", "Center"]
 
+log = logging.getLogger(__name__)
+
 NO_CHECKPOINT = -2  # DLNest's "build the model without loading a checkpoint"
 CPUS_ENV = "DLNEST_RAY_CPUS_PER_RANK"  # CPUs each rank holds (read where the center runs)
 ANALYZER_CPUS_ENV = "DLNEST_RAY_ANALYZER_CPUS"  # CPUs each analyzer holds
-NOT_STARTED_PHASES = ("", "starting", "waiting for resources")  # no rank process exists yet
 
 
 def _cpus_from_env(name: str) -> float:
@@ -53,10 +56,10 @@ def _cpus_from_env(name: str) -> float:
 def _ran_in_package(record: TaskRecord) -> bool:
     """Whether a rank of this training task started its run (it records a segment in the package)."""
     try:
-        segments = SavePackage.open(record.package).meta.get("segments") or []
-    except DlnestError:
-        return True  # cannot tell: never requeue a run that may have started
-    return any(isinstance(s, dict) and s.get("task_id") == record.task_id for s in segments)
+        return SavePackage.open(record.package).segment_of(record.task_id) is not None
+    except DlnestError as e:
+        log.warning("%s: cannot read its package (%s): taken as started, never requeued", record.task_id, e)
+        return True
 
 
 def _never_started(record: TaskRecord) -> bool:
@@ -66,7 +69,7 @@ def _never_started(record: TaskRecord) -> bool:
     return not _ran_in_package(record)
 
 
-class Center(SettingsOps):
+class Center:
     """DLNest's server operations, plus the reports runs send back."""
 
     def __init__(
@@ -84,7 +87,28 @@ class Center(SettingsOps):
         # Device reads are remote calls: they are made with the state lock released, and schedule()
         # is only called by code that does not hold the state lock (else two threads could deadlock).
         self._pass_lock = threading.Lock()
+        self.settings_ops = CenterSettingsOps(
+            lock=self._lock, store=self.store, log=self.log, readings=self._readings, schedule=self.schedule
+        )
         self._reattach()
+
+    # ------------------------------------------------------------------------------------------ settings
+    def change_devices(self, enabled: list[str]) -> list[str]:
+        """Enable exactly these ``node:gpuN`` labels (DLNest's changeDevices); returns the disabled ones."""
+        return self.settings_ops.change_devices(enabled)
+
+    def change_delay(self, seconds: float) -> None:
+        self.settings_ops.change_delay(seconds)
+
+    def change_max_task_per_device(self, n: int) -> None:
+        self.settings_ops.change_max_task_per_device(n)
+
+    def get_settings(self) -> SettingsInfo:
+        return self.settings_ops.get_settings()
+
+    @property
+    def delay_s(self) -> float:
+        return self.store.settings.delay_s
 
     # ------------------------------------------------------------------------------------------ submit
     def run_train(
@@ -448,6 +472,7 @@ class Center(SettingsOps):
             try:
                 self.launcher.launch(running, self.envs.get(running.task_id))
             except Exception as e:  # the run could not even start: say why, free its reservation
+                log.exception("%s: launch failed", d.task_id)
                 self._set(
                     transition(running, TaskStatus.FAILED, at=self.clock(), error=f"launch failed: {e}")
                 )
@@ -483,15 +508,14 @@ class Center(SettingsOps):
                 continue
             status, error = TaskStatus.FAILED, "its supervisor ended while the center was down"
             try:
-                segments = SavePackage.open(record.package).meta.get("segments") or []
-                mine = [s for s in segments if s.get("task_id") == record.task_id]
-                seg = mine[-1] if mine else {}
-                if seg.get("status") == "succeeded":
-                    status, error = TaskStatus.SUCCEEDED, ""
-                elif seg.get("error"):
-                    error = str(seg["error"])
-            except DlnestError:
-                pass
+                seg = SavePackage.open(record.package).segment_of(record.task_id)
+            except DlnestError as e:  # its end stays unknown: FAILED with the reason above
+                log.warning("%s: cannot read its package after a restart: %s", record.task_id, e)
+                seg = None
+            if seg is not None and seg.status == "succeeded":
+                status, error = TaskStatus.SUCCEEDED, ""
+            elif seg is not None and seg.error:
+                error = seg.error
             self._set(transition(record, status, at=self.clock(), error=error), save=False)
             self.log.write(f"{record.task_id} {status} (found after a restart)")
         self.store.save()
@@ -511,30 +535,27 @@ class Center(SettingsOps):
         if record.status.is_terminal():  # its environment served its runs: nothing secret lingers
             self.envs.drop(record.task_id)
 
-    def get_task_info(self, include_finished: bool = False) -> list[dict[str, Any]]:
+    def get_task_info(self, include_finished: bool = False) -> list[TaskRecord]:
+        """Running and pending tasks in submit order; with ``include_finished``, every task."""
         with self._lock:
-            records = [r for r in self.store.tasks.values() if include_finished or not r.status.is_terminal()]
-            return [
-                {**r.to_json(), "cancelling": r.cancel_requested and not r.status.is_terminal()}
-                for r in records
-            ]
+            return [r for r in self.store.tasks.values() if include_finished or not r.status.is_terminal()]
 
-    def get_devices_info(self) -> list[dict[str, Any]]:
+    def get_devices_info(self) -> list[DeviceInfo]:
         readings = self._readings()
         with self._lock:
             gpus = self._gpu_states(readings)
             running = self._running()
             reserved = self._reserved()
             return [
-                {
-                    "node": g.node,
-                    "gpu": g.index,
-                    "total_mb": g.total_mb,
-                    "free_mb": g.free_mb,
-                    "reserved_mb": reserved.get(g.node, {}).get(g.index, 0),
-                    "tasks": [r.task_id for r in running if r.node == g.node and g.index in r.gpus],
-                    "enabled": g.enabled,
-                }
+                DeviceInfo(
+                    node=g.node,
+                    gpu=g.index,
+                    total_mb=g.total_mb,
+                    free_mb=g.free_mb,
+                    reserved_mb=reserved.get(g.node, {}).get(g.index, 0),
+                    tasks=tuple(r.task_id for r in running if r.node == g.node and g.index in r.gpus),
+                    enabled=g.enabled,
+                )
                 for g in gpus
             ]
 

@@ -1,17 +1,24 @@
 """The center as a Ray actor: :class:`~dlnest_ray.actors.center.Center` with Ray's launcher and
 devices, a scheduling loop (every ``delay`` seconds, besides the passes on submit and finish), and
-gauges for the Ray dashboard (pending and running tasks, reserved MB per GPU)."""
+gauges for the Ray dashboard (pending and running tasks, reserved MB per GPU); and the two functions
+that create and remove the detached center actor."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 from typing import Any
 
+from ..records import CenterState
 from .center import Center
-from .ray_ports import RayDevices, RayLauncher
+from .launcher import RayLauncher
+from .names import CENTER_NAME, MONITOR_PREFIX, NAMESPACE
+from .ray_ports import RayDevices
 
-__all__ = ["CenterActor"]
+__all__ = ["CenterActor", "get_or_create_center", "remove_center"]
+
+log = logging.getLogger(__name__)
 
 FOLLOW_UP_S = 2.0
 
@@ -41,9 +48,9 @@ class CenterActor(Center):
         raylet: Any = importlib.import_module("ray._raylet")  # no type stubs for these
         return bool(raylet.get_authentication_mode() == raylet.AuthenticationMode.TOKEN)
 
-    def center_state(self) -> dict[str, bool]:
+    def center_state(self) -> CenterState:
         """What `tasks` says besides the rows: ``draining`` (``down`` has begun) and ``authenticated``."""
-        return {"draining": self.draining, "authenticated": self.cluster_authenticates()}
+        return CenterState(draining=self.draining, authenticated=self.cluster_authenticates())
 
     def owner_job(self) -> str:
         """The Ray job this center (and every run it starts) belongs to: its owner's (see ``owner.py``)."""
@@ -58,6 +65,7 @@ class CenterActor(Center):
             try:
                 self.schedule()
             except Exception as e:  # a failing pass (a node vanished mid-read) must not end the loop
+                log.exception("scheduling pass failed")
                 self.log.write(f"scheduling pass failed: {type(e).__name__}: {e}")
 
     def schedule(self) -> Any:
@@ -93,7 +101,8 @@ class _Gauges:
                 "dlnest_reserved_mb", description="GPU memory dlnest-ray reserved", tag_keys=("node", "gpu")
             )
             self.ok = True
-        except Exception:
+        except Exception as e:  # a minimal Ray install has no metrics: the dashboard shows no gauges
+            log.info("no dashboard gauges: %s: %s", type(e).__name__, e)
             self.ok = False
 
     def update(self, center: Center) -> None:
@@ -111,3 +120,43 @@ class _Gauges:
                     reserved[(r.node, g)] = reserved.get((r.node, g), 0) + r.mb_per_gpu
         for (node, gpu), mb in reserved.items():
             self.reserved.set(mb, tags={"node": node, "gpu": str(gpu)})
+
+
+def get_or_create_center(home: str | None = None) -> Any:
+    """The detached center actor; created (with ``home`` as its state folder) when it does not exist.
+
+    The creating process's Ray job owns the center and every run it starts: when that driver exits,
+    Ray marks their unfinished tasks FAILED. Only a driver that outlives the center may call this (the
+    owner, :mod:`.owner`; a test's own driver); everything else uses :func:`~.client.connect`."""
+    import ray
+
+    from .store import default_home
+
+    actor: Any = ray.remote(CenterActor)
+    handle = actor.options(
+        name=CENTER_NAME,
+        namespace=NAMESPACE,
+        lifetime="detached",
+        get_if_exists=True,
+        max_restarts=-1,
+        max_task_retries=0,
+        num_cpus=0,
+        max_concurrency=16,
+    ).remote(str(home or default_home()))
+    ray.get(handle.ping.remote())
+    return handle
+
+
+def remove_center() -> None:
+    """Kill the center and the device monitors (detached: they would outlive any driver)."""
+    import ray
+
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        if not isinstance(actor, dict) or actor.get("namespace") != NAMESPACE:
+            continue
+        name = str(actor.get("name"))
+        if name == CENTER_NAME or name.startswith(MONITOR_PREFIX):
+            try:
+                ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+            except ValueError:  # it ended meanwhile
+                log.info("%s was gone before it could be removed", name)

@@ -1,31 +1,39 @@
-"""The center's settings operations (DLNest's changeDevices, changeDelay, changeMaxTaskPerDevice), mixed
-into :class:`~dlnest_ray.actors.center.Center`, whose state lock, store, log and scheduler they use."""
+"""The center's settings operations (DLNest's changeDevices, changeDelay, changeMaxTaskPerDevice).
+
+A part of :class:`~dlnest_ray.actors.center.Center` by composition: the center hands it its state lock,
+store, log, a device reader and its scheduler, and answers the settings calls through it.
+"""
 
 from __future__ import annotations
 
 import threading
-from dataclasses import asdict
+from collections.abc import Callable
 from typing import Any
 
 from ..devices import GpuInfo
 from ..errors import DlnestError
+from ..records import SettingsInfo
 from .store import CenterStore, LogBuffer
 
-__all__ = ["SettingsOps"]
+__all__ = ["CenterSettingsOps"]
 
 
-class SettingsOps:
-    _lock: threading.RLock
-    store: CenterStore
-    log: LogBuffer
+class CenterSettingsOps:
+    """Reads and changes the settings in ``store``; ``schedule`` runs a pass after a change that may let
+    a task start (it is called without the state lock held)."""
 
-    def _readings(self) -> dict[str, tuple[GpuInfo, ...]]:  # pragma: no cover - provided by Center
-        raise NotImplementedError
+    def __init__(
+        self,
+        *,
+        lock: threading.RLock,
+        store: CenterStore,
+        log: LogBuffer,
+        readings: Callable[[], dict[str, tuple[GpuInfo, ...]]],
+        schedule: Callable[[], Any],
+    ) -> None:
+        self._lock, self.store, self.log = lock, store, log
+        self._readings, self._schedule = readings, schedule
 
-    def schedule(self) -> Any:  # pragma: no cover - provided by Center
-        raise NotImplementedError
-
-    # ------------------------------------------------------------------------------------------ settings
     def change_devices(self, enabled: list[str]) -> list[str]:
         """Enable exactly these ``node:gpuN`` labels (DLNest's changeDevices); returns the disabled ones."""
         readings = self._readings()
@@ -40,7 +48,7 @@ class SettingsOps:
             self.store.save()
             self.log.write(f"enabled devices: {', '.join(sorted(enabled)) or 'none'}")
             disabled = list(self.store.settings.disabled)
-        self.schedule()
+        self._schedule()
         return disabled
 
     def change_delay(self, seconds: float) -> None:
@@ -56,14 +64,17 @@ class SettingsOps:
                 raise DlnestError("max tasks per device must be at least 1")
             self.store.settings.max_tasks_per_device = int(n)
             self.store.save()
-        self.schedule()
+        self._schedule()
 
-    def get_settings(self) -> dict[str, Any]:
+    def get_settings(self) -> SettingsInfo:
         """Scheduling delay, max tasks per device, starvation bound, disabled devices, and whether ``down``
         is draining the center (nothing launches)."""
         with self._lock:
-            return {**asdict(self.store.settings), "draining": self.store.draining}
-
-    @property
-    def delay_s(self) -> float:
-        return self.store.settings.delay_s
+            s = self.store.settings
+            return SettingsInfo(
+                delay_s=s.delay_s,
+                max_tasks_per_device=s.max_tasks_per_device,
+                starvation_s=s.starvation_s,
+                disabled=tuple(s.disabled),
+                draining=self.store.draining,
+            )

@@ -1,34 +1,30 @@
-"""The one way to reach the center: connect to Ray, get (or create) the detached center actor, and a
-client whose methods mirror DLNest's server operations.
+"""The one way to reach the center: connect to Ray, get (or have started) the detached center actor, and
+a client whose methods mirror DLNest's server operations.
 
-Errors raised inside the center arrive as the same :class:`~dlnest_ray.errors.DlnestError`, not as
-Ray's wrapper, so the CLI prints them as one line.
+Answers are typed records (:class:`~dlnest_ray.tasks.TaskRecord`, :class:`~dlnest_ray.records.DeviceInfo`,
+:class:`~dlnest_ray.records.SettingsInfo`; ``to_json()``/``to_row()`` give the dicts DLNest's HTTP
+server returned). Errors raised inside the center arrive as the same
+:class:`~dlnest_ray.errors.DlnestError`, not as Ray's wrapper, so the CLI prints them as one line.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ..errors import DlnestError
+from ..records import CenterState, DeviceInfo, SettingsInfo
+from ..runenv import captured_env
+from ..tasks import TaskRecord
 from .analyzer_client import AnalyzerOps
+from .calls import call
+from .names import NO_CLUSTER, get_center
 
-__all__ = [
-    "CENTER_NAME",
-    "NAMESPACE",
-    "Client",
-    "center_exists",
-    "connect",
-    "ensure_ray",
-    "get_center",
-    "get_or_create_center",
-    "remove_center",
-]
+__all__ = ["Client", "connect", "ensure_ray"]
 
-CENTER_NAME = "dlnest_ray_center"
-NAMESPACE = "dlnest_ray"
-NO_CLUSTER = "no Ray cluster: run `dlnest-ray up` (or pass --address / set RAY_ADDRESS)"
+READ_RETRY_S = 30.0  # a center restart (state reload included) takes a few seconds
 
 
 def ensure_ray(address: str | None = None, home: str | None = None) -> None:
@@ -40,175 +36,144 @@ def ensure_ray(address: str | None = None, home: str | None = None) -> None:
     from .address import init_ray, reachable, resolve_address, state_home
     from .auth import client_auth
 
-    client_auth(state_home(Path(home) if home else None))  # before Ray reads its settings
-    resolved = resolve_address(address, Path(home) if home else None)
+    home_path = Path(home) if home else None
+    client_auth(state_home(home_path))  # before Ray reads its settings
+    resolved = resolve_address(address, home_path)
     if resolved is None or not reachable(resolved):
         raise DlnestError(NO_CLUSTER)
-    init_ray(resolved, Path(home) if home else None)
-
-
-def _center_options() -> dict[str, Any]:
-    return {
-        "name": CENTER_NAME,
-        "namespace": NAMESPACE,
-        "lifetime": "detached",
-        "get_if_exists": True,
-        "max_restarts": -1,
-        "max_task_retries": 0,
-        "num_cpus": 0,
-        "max_concurrency": 16,
-    }
-
-
-def get_or_create_center(home: str | None = None) -> Any:
-    """The detached center actor; created (with ``home`` as its state folder) when it does not exist.
-
-    The creating process's Ray job owns the center and every run it starts: when that driver exits,
-    Ray marks their unfinished tasks FAILED. Only a driver that outlives the center may call this (the
-    owner, :mod:`.owner`; a test's own driver); everything else uses :func:`connect`."""
-    import ray
-
-    from .center_actor import CenterActor
-    from .store import default_home
-
-    actor: Any = ray.remote(CenterActor)
-    actor = actor.options(**_center_options())
-    handle = actor.remote(str(home or default_home()))
-    ray.get(handle.ping.remote())
-    return handle
-
-
-def get_center() -> Any:
-    """The running center, or a DlnestError telling how to start one."""
-    import ray
-
-    try:
-        return ray.get_actor(CENTER_NAME, namespace=NAMESPACE)
-    except ValueError:
-        raise DlnestError("the dlnest-ray center is not running: run `dlnest-ray up`") from None
-
-
-def center_exists() -> bool:
-    try:
-        get_center()
-        return True
-    except DlnestError:
-        return False
-
-
-def remove_center() -> None:
-    """Kill the center and the device monitors (detached: they would outlive any driver)."""
-    import contextlib
-
-    import ray
-
-    for actor in ray.util.list_named_actors(all_namespaces=True):
-        if not isinstance(actor, dict) or actor.get("namespace") != NAMESPACE:
-            continue
-        name = str(actor.get("name"))
-        if name == CENTER_NAME or name.startswith("dlnest_ray_monitor_"):
-            with contextlib.suppress(ValueError):
-                ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
-
-
-def call(method: Any, *args: Any, retry_s: float = 0.0, **kwargs: Any) -> Any:
-    """``ray.get(method.remote(...))`` with the center's DlnestError re-raised as itself.
-
-    ``retry_s`` > 0 (only for calls that change nothing): while the center is restarting, retry for up
-    to that long. Ray restarts the center at once, but a handle taken before the restart can report it
-    unavailable for a moment after it is back; a changing call is never retried, because Ray cannot say
-    whether it ran."""
-    import time
-
-    import ray
-
-    deadline = time.monotonic() + retry_s
-    while True:
-        try:
-            return ray.get(method.remote(*args, **kwargs))
-        except ray.exceptions.RayTaskError as e:
-            cause = getattr(e, "cause", None)
-            if isinstance(cause, DlnestError):
-                raise cause from None
-            raise
-        except ray.exceptions.RayActorError as e:
-            if time.monotonic() < deadline:
-                time.sleep(0.25)
-                continue
-            what = type(e).__name__
-            raise DlnestError(f"the center is unavailable ({what}); retry in a few seconds") from e
+    init_ray(resolved, home_path)
 
 
 def _submit_env(extra: Mapping[str, str] | None, capture: bool) -> dict[str, str]:
-    import os
-
-    from ..runenv import captured_env
-
     return captured_env(os.environ, capture=capture, extra=extra)
 
 
-READ_RETRY_S = 30.0  # a center restart (state reload included) takes a few seconds
-
-
-def _op(name: str, *, reads: bool = False) -> Callable[..., Any]:
-    retry_s = READ_RETRY_S if reads else 0.0
-
-    def method(self: Client, *args: Any, **kwargs: Any) -> Any:
-        return call(getattr(self.center, name), *args, retry_s=retry_s, **kwargs)
-
-    method.__name__ = name
-    method.__doc__ = f"The center's ``{name}`` (DLNest's /{name} operation)."
-    return method
-
-
-class Client(AnalyzerOps):
-    """DLNest's server operations as methods; the analyzer ones (``analyze``, ``run_exp``,
-    ``get_analyze_output``) talk to the analyzer actor directly (:class:`.analyzer_client.AnalyzerOps`)."""
+class Client:
+    """DLNest's server operations as methods, on the center's actor handle. The analyzer operations
+    (``analyze`` queues through the center; ``run_exp``, ``get_analyze_output``... talk to the analyzer
+    actor directly) are :class:`.analyzer_client.AnalyzerOps`, reached here or as ``client.analyzers``."""
 
     def __init__(self, center: Any) -> None:
         self.center = center
-        self._analyzers: dict[str, Any] = {}
+        self.analyzers = AnalyzerOps(self.task)
 
+    def _read(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """A call that changes nothing: it waits out a center restart."""
+        return call(getattr(self.center, name), *args, retry_s=READ_RETRY_S, **kwargs)
+
+    def _change(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """A call that changes something: never retried (Ray cannot say whether it ran)."""
+        return call(getattr(self.center, name), *args, **kwargs)
+
+    # ------------------------------------------------------------------------------------------ submit
     def run_train(
         self, config_path: str, *, env: Mapping[str, str] | None = None, capture_env: bool = True, **kw: Any
     ) -> str:
         """Queue a run (DLNest's /run_train); its ranks get this process's environment (less the
         deny-list of :mod:`dlnest_ray.runenv`; nothing with ``capture_env=False``) plus ``env``."""
-        return str(call(self.center.run_train, config_path, env=_submit_env(env, capture_env), **kw))
+        return str(self._change("run_train", config_path, env=_submit_env(env, capture_env), **kw))
 
     def continue_train(
         self, record_path: str, *, env: Mapping[str, str] | None = None, capture_env: bool = True, **kw: Any
     ) -> str:
         """Queue the continuation of a package (DLNest's /continue_train); environment: see run_train."""
-        return str(call(self.center.continue_train, record_path, env=_submit_env(env, capture_env), **kw))
+        return str(self._change("continue_train", record_path, env=_submit_env(env, capture_env), **kw))
 
     def analyze(
         self, record_path: str, *, env: Mapping[str, str] | None = None, capture_env: bool = True, **kw: Any
     ) -> str:
         """Queue an analyzer of a package (DLNest's /analyze); environment as :meth:`run_train`."""
-        return str(call(self.center.analyze, record_path, env=_submit_env(env, capture_env), **kw))
+        return str(self._change("analyze", record_path, env=_submit_env(env, capture_env), **kw))
 
-    del_task = _op("del_task")
-    get_task_info = _op("get_task_info", reads=True)
-    get_devices_info = _op("get_devices_info", reads=True)
-    get_dlnest_output = _op("get_dlnest_output", reads=True)
-    clear = _op("clear")
-    change_devices = _op("change_devices")
-    change_delay = _op("change_delay")
-    change_max_task_per_device = _op("change_max_task_per_device")
-    get_settings = _op("get_settings", reads=True)
-    drain = _op("drain")
-    open_queue = _op("open_queue")
-    owner_job = _op("owner_job", reads=True)
-    cluster_authenticates = _op("cluster_authenticates", reads=True)
-    center_state = _op("center_state", reads=True)
-    get_DLNest_output = get_dlnest_output  # DLNest's name
+    def del_task(self, task_id: str) -> str:
+        return str(self._change("del_task", task_id))
 
+    # ------------------------------------------------------------------------------------------ reads
+    def get_task_info(self, include_finished: bool = False) -> list[TaskRecord]:
+        """Running and pending tasks (DLNest's /get_task_info); ``include_finished`` adds the rest."""
+        return list(self._read("get_task_info", include_finished))
+
+    def task(self, task_id: str) -> TaskRecord:
+        """The center's record of ``task_id`` (finished ones included)."""
+        for t in self.get_task_info(include_finished=True):
+            if t.task_id == task_id:
+                return t
+        raise DlnestError(f"no task {task_id!r}; `dlnest-ray tasks --all` lists them")
+
+    def get_devices_info(self) -> list[DeviceInfo]:
+        return list(self._read("get_devices_info"))
+
+    def get_dlnest_output(self, offset: int = 0) -> dict[str, Any]:
+        """The center's messages from ``offset``: ``{"offset", "end", "missed", "lines"}``."""
+        return dict(self._read("get_dlnest_output", offset))
+
+    def get_settings(self) -> SettingsInfo:
+        return cast(SettingsInfo, self._read("get_settings"))
+
+    def center_state(self) -> CenterState:
+        return cast(CenterState, self._read("center_state"))
+
+    def owner_job(self) -> str:
+        return str(self._read("owner_job"))
+
+    # ------------------------------------------------------------------------------------------ changes
+    def clear(self) -> None:
+        self._change("clear")
+
+    def change_devices(self, enabled: list[str]) -> list[str]:
+        return list(self._change("change_devices", enabled))
+
+    def change_delay(self, seconds: float) -> None:
+        self._change("change_delay", seconds)
+
+    def change_max_task_per_device(self, n: int) -> None:
+        self._change("change_max_task_per_device", n)
+
+    def drain(self, cancel_running: bool = False) -> dict[str, list[str]]:
+        return dict(self._change("drain", cancel_running))
+
+    def open_queue(self) -> bool:
+        return bool(self._change("open_queue"))
+
+    # ------------------------------------------------------------------------------------------ analyzers
+    def analyzer(
+        self, task_id: str, *, wait: bool = False, on_wait: Callable[[str], None] | None = None
+    ) -> Any:
+        return self.analyzers.analyzer(task_id, wait=wait, on_wait=on_wait)
+
+    def submit_exp(
+        self, task_id: str, script: str, timeout_s: float | None = None, **kw: Any
+    ) -> dict[str, Any]:
+        return self.analyzers.submit_exp(task_id, script, timeout_s, **kw)
+
+    def poll_exp(self, task_id: str, job: int, offset: int = 0, wait_s: float = 1.0) -> dict[str, Any]:
+        return self.analyzers.poll_exp(task_id, job, offset, wait_s)
+
+    def cancel_exp(self, task_id: str, job: int) -> dict[str, Any]:
+        return self.analyzers.cancel_exp(task_id, job)
+
+    def run_exp(self, task_id: str, script: str, timeout_s: float | None = None) -> dict[str, Any]:
+        return self.analyzers.run_exp(task_id, script, timeout_s)
+
+    def get_analyze_output(self, task_id: str, offset: int = 0, wait_s: float = 0.0) -> dict[str, Any]:
+        return self.analyzers.get_analyze_output(task_id, offset, wait_s)
+
+    def analyzer_info(self, task_id: str) -> dict[str, Any]:
+        return self.analyzers.analyzer_info(task_id)
+
+    def analyze_scripts(self, task_id: str) -> list[str]:
+        return self.analyzers.analyze_scripts(task_id)
+
+    # ------------------------------------------------------------------------------------------ DLNest
     def new_proj(self, target_dir: str, mnist: bool = False) -> str:
         """Create a project on this machine (DLNest's /new_proj)."""
-        from ..cli.project import create_project
+        from ..project import create_project
 
         return str(create_project(Path(target_dir), mnist=mnist))
+
+    get_DLNest_output = get_dlnest_output  # DLNest's names
+    runExp = run_exp
+    getAnalyzeOutput = get_analyze_output
 
 
 def connect(address: str | None = None, *, create: bool = True, home: str | None = None) -> Client:

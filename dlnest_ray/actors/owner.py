@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ..errors import DlnestError
 
@@ -49,7 +49,7 @@ def ensure_center(home: str | None = None) -> Any:
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from .client import get_center
+    from .names import get_center
     from .store import default_home
 
     try:
@@ -78,7 +78,8 @@ def ensure_center(home: str | None = None) -> Any:
 def _head_node_id() -> str | None:
     import ray
 
-    for node in ray.nodes():
+    nodes: list[dict[str, Any]] = cast(Any, ray).nodes()  # untyped in Ray
+    for node in nodes:
         if node.get("Alive") and "node:__internal_head__" in (node.get("Resources") or {}):
             return str(node["NodeID"])
     return None
@@ -89,7 +90,7 @@ def _spawn_owner(home: str, gcs_address: str) -> str:
     Returns "" when it does, else why not (the end of the owner's log)."""
     import ray
 
-    from .client import center_exists
+    from .names import center_exists
 
     Path(home).mkdir(parents=True, exist_ok=True)
     log_path = Path(home) / OWNER_LOG
@@ -175,7 +176,8 @@ def serve(home: str, address: str) -> int:
     """Connect, create the center (owned by this driver's job), and stay until it is removed."""
     import ray
 
-    from .client import CENTER_NAME, NAMESPACE, center_exists, get_or_create_center
+    from .center_actor import get_or_create_center
+    from .names import CENTER_NAME, NAMESPACE, center_exists
 
     ray.init(address=address, namespace=NAMESPACE, logging_level=logging.ERROR, log_to_driver=False)
     job = ray.get_runtime_context().get_job_id()

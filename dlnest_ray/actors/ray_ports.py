@@ -1,4 +1,4 @@
-"""The center's ports on Ray: one device monitor actor per node, and the run launcher.
+"""The center's devices on Ray: one device monitor actor per node, and the GCS's view of free CPUs.
 
 Nodes are named by the first 8 hex digits of their Ray node id (unique in practice, short enough for
 tables and ``node:gpuN`` labels); the full id is looked up when something must be pinned to a node.
@@ -7,23 +7,24 @@ tables and ``node:gpuN`` labels); the full id is looked up when something must b
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
 from collections.abc import Mapping
 from dataclasses import asdict
-from typing import Any
+from typing import Any, cast
 
 from ..devices import FakeProbe, GpuInfo, default_probe
 from ..errors import DlnestError
-from ..tasks import TaskRecord
+from .names import MONITOR_PREFIX, NAMESPACE
 from .ports import Reservations
 
-__all__ = ["DeviceMonitor", "RayDevices", "RayLauncher", "alive_nodes", "full_node_id", "monitor_for"]
+__all__ = ["DeviceMonitor", "RayDevices", "alive_nodes", "full_node_id", "monitor_for"]
 
-MONITOR_PREFIX = "dlnest_ray_monitor_"
 READ_TIMEOUT_S = 20.0
-SUPERVISOR_SUFFIX = ".supervisor"
+
+log = logging.getLogger(__name__)
 
 
 class DeviceMonitor:
@@ -39,7 +40,7 @@ class DeviceMonitor:
     def address(self) -> str:
         import ray
 
-        return str(ray.util.get_node_ip_address())
+        return str(cast(Any, ray.util).get_node_ip_address())  # untyped in Ray
 
     def free_port(self) -> int:
         with socket.socket() as s:
@@ -80,7 +81,8 @@ def alive_nodes() -> dict[str, str]:
     """Short node name → full node id, for every alive node."""
     import ray
 
-    return {n["NodeID"][:8]: n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+    nodes: list[dict[str, Any]] = cast(Any, ray).nodes()  # untyped in Ray
+    return {n["NodeID"][:8]: n["NodeID"] for n in nodes if n.get("Alive")}
 
 
 def full_node_id(name: str) -> str:
@@ -94,8 +96,6 @@ def monitor_for(node_id: str) -> Any:
     """The device monitor of a node (created, pinned to it, when missing)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    from .client import NAMESPACE
 
     return (
         ray.remote(DeviceMonitor)
@@ -128,8 +128,11 @@ class RayDevices:
         for name, ref in refs.items():
             try:
                 counts, gpus = ray.get(ref, timeout=READ_TIMEOUT_S)
-            except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError):
-                continue  # a node that does not answer is left out of this pass
+            except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as e:
+                log.warning(
+                    "node %s did not report its GPUs (%s): left out of this pass", name, type(e).__name__
+                )
+                continue
             fake.append(counts)
             out[name] = tuple(GpuInfo(**{**g, "processes": tuple(map(tuple, g["processes"]))}) for g in gpus)
         self.counts_reservations = bool(fake) and all(fake)
@@ -143,64 +146,11 @@ class RayDevices:
         del held  # already out of Ray's available resources
         alive = alive_nodes()
         out: dict[str, float] = {}
-        for full, resources in available_resources_per_node().items():
+        per_node: dict[str, dict[str, float]] = cast(Any, available_resources_per_node)()  # untyped in Ray
+        for full, resources in per_node.items():
             name = str(full)[:8]
             if name in alive:
                 out[name] = float(resources.get("CPU", 0.0)) - starting.get(name, 0.0)
         for name in alive:  # a node with no CPU left is missing from Ray's map
             out.setdefault(name, -starting.get(name, 0.0))
         return out
-
-
-def supervisor_name(task_id: str) -> str:
-    """A run's supervisor is named after its task (``T_0007``); an analyzer task's name belongs to the
-    analyzer actor itself (``A_0003``, what users ``ray.get_actor``), so its supervisor gets a suffix."""
-    return f"{task_id}{SUPERVISOR_SUFFIX}" if task_id.startswith("A_") else task_id
-
-
-def task_of_supervisor(actor_name: str) -> str | None:
-    """The task id a supervisor's actor name belongs to (None: not a supervisor)."""
-    if actor_name.startswith("T_"):
-        return actor_name
-    if actor_name.startswith("A_") and actor_name.endswith(SUPERVISOR_SUFFIX):
-        return actor_name.removesuffix(SUPERVISOR_SUFFIX)
-    return None
-
-
-class RayLauncher:
-    """:class:`~dlnest_ray.actors.ports.Launcher`: one detached supervisor actor per run, named after it."""
-
-    def launch(self, record: TaskRecord, env: Mapping[str, str]) -> None:
-        import ray
-
-        from .client import NAMESPACE
-        from .supervisor import RunSupervisor
-
-        actor: Any = ray.remote(RunSupervisor)
-        # Detached and self-starting: it supervises from its constructor and reports to the center by
-        # name, so neither depends on this (center) process staying alive.
-        actor.options(
-            name=supervisor_name(record.task_id),
-            namespace=NAMESPACE,
-            lifetime="detached",
-            num_cpus=0,
-            max_restarts=0,
-            max_concurrency=4,
-        ).remote(record.to_json(), dict(env))
-
-    def cancel(self, task_id: str) -> None:
-        import ray
-
-        from .client import NAMESPACE
-
-        with contextlib.suppress(ValueError):
-            ray.get_actor(supervisor_name(task_id), namespace=NAMESPACE).cancel.remote()
-
-    def alive(self) -> set[str]:
-        import ray
-
-        from .client import NAMESPACE
-
-        names = ray.util.list_named_actors(all_namespaces=True)
-        mine = {str(a["name"]) for a in names if isinstance(a, dict) and a.get("namespace") == NAMESPACE}
-        return {task for name in mine if (task := task_of_supervisor(name)) is not None}

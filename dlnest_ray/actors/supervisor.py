@@ -20,6 +20,7 @@ waits for it to load, and keeps it until the task is deleted (then closes and ki
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -30,12 +31,17 @@ from typing import Any, cast
 from ..errors import RunStopped
 from ..linebuffer import read_prefixed
 from ..runenv import ENV_NAMES_VAR
-from ..runtime.entry import pid_file, stop_file
+from ..savepack.layout import analyze_output_path, output_path, pid_file, stop_file
 from ..scheduling.specs import Placement
 from ..tasks import TaskKind, TaskRecord, TaskStatus
-from .analyzer import OUTPUT_FILE, output_prefix
+from .analyzer import output_prefix
+from .calls import task_error_cause
+from .names import NAMESPACE, get_center
+from .ray_ports import alive_nodes, full_node_id, monitor_for
 
 __all__ = ["GRACE_ENV", "RunSupervisor"]
+
+log = logging.getLogger(__name__)
 
 GRACE_ENV = "DLNEST_RAY_CANCEL_GRACE_S"
 REPORT_PATIENCE_S = 600.0
@@ -91,10 +97,10 @@ class RunSupervisor:
     def _set_state(self, state: str) -> None:
         """Remember the phase and tell the center, without waiting (it may be restarting)."""
         self._state = state
-        with contextlib.suppress(Exception):
-            from .client import get_center
-
+        try:
             get_center().task_phase.remote(self.record.task_id, state)
+        except Exception as e:  # the center restarts: the phase is only for display, the end is reported
+            log.info("%s: could not tell the center its phase %r: %s", self.record.task_id, state, e)
 
     # ---------------------------------------------------------------------------------------- main
     def _main(self) -> None:
@@ -112,11 +118,12 @@ class RunSupervisor:
             else:
                 status, error, failing_rank = self._run_ranks(pg)
         except Exception as e:
+            log.exception("%s: supervising failed", self.record.task_id)
             error = f"{type(e).__name__}: {e}"
         finally:
             if pg is not None:
                 self._remove(pg)
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(FileNotFoundError):  # no stop was asked for: nothing to remove
                 stop_file(self.record.package, self.record.task_id).unlink()
         tail = self._failure_tail(failing_rank) if status is not TaskStatus.SUCCEEDED else []
         self._report(status, error, tail)
@@ -127,9 +134,9 @@ class RunSupervisor:
         rec = self.record
         if rec.kind is TaskKind.ANALYZE:
             prefix = output_prefix(rec.task_id, rec.submitted_at)
-            lines = read_prefixed(Path(rec.package) / OUTPUT_FILE, prefix)["lines"]
+            lines = read_prefixed(analyze_output_path(rec.package), prefix)["lines"]
             return [str(line) for line in lines[-n:]]
-        return _tail(Path(rec.package) / ("_output.txt" if rec.world_size == 1 else f"_output_{rank}.txt"), n)
+        return _tail(output_path(rec.package, None if rec.world_size == 1 else rank), n)
 
     def _run_analyzer(self, pg: Any) -> tuple[TaskStatus, str]:
         """Start the analyzer actor (named after the task) in the group, wait for it to load, then keep
@@ -138,7 +145,6 @@ class RunSupervisor:
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         from .analyzer import AnalyzerActor
-        from .client import NAMESPACE
 
         rec = self.record
         actor: Any = ray.remote(AnalyzerActor)
@@ -172,10 +178,14 @@ class RunSupervisor:
             return TaskStatus.FAILED, f"the analyzer process died ({type(e).__name__})"
         finally:
             self._set_state("stopping")
-            with contextlib.suppress(Exception):
+            try:
                 ray.get(analyzer.close.remote(), timeout=10)
-            with contextlib.suppress(Exception):
+            except Exception as e:  # it died, or hangs: it is killed next either way
+                log.info("%s: the analyzer did not close cleanly: %s: %s", rec.task_id, type(e).__name__, e)
+            try:
                 ray.kill(analyzer, no_restart=True)
+            except Exception as e:
+                log.warning("%s: could not kill the analyzer: %s: %s", rec.task_id, type(e).__name__, e)
 
     def _gpu_share(self) -> float:
         """The fraction of a GPU each bundle asks Ray for: the run's MB over the GPU's total."""
@@ -187,8 +197,6 @@ class RunSupervisor:
     def _placement_group(self) -> Any:
         import ray
         from ray.util.placement_group import placement_group
-
-        from .ray_ports import full_node_id
 
         rec = self.record
         frac = self._gpu_share()
@@ -205,7 +213,7 @@ class RunSupervisor:
             if self._cancel.is_set():
                 self._remove(pg)
                 return None
-            with contextlib.suppress(ray.exceptions.GetTimeoutError):
+            with contextlib.suppress(ray.exceptions.GetTimeoutError):  # not placed yet: ask again
                 ray.get(pg.ready(), timeout=1.0)
                 return pg
 
@@ -238,8 +246,6 @@ class RunSupervisor:
     def _run_ranks(self, pg: Any) -> tuple[TaskStatus, str, int]:
         import ray
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-        from .ray_ports import full_node_id, monitor_for
 
         rec = self.record
         master = None
@@ -297,11 +303,11 @@ class RunSupervisor:
                 try:
                     ray.get(ref)
                 except ray.exceptions.RayTaskError as e:
-                    cause = getattr(e, "cause", None)
+                    cause = task_error_cause(e)
                     if isinstance(cause, RunStopped):  # it stopped as asked (del, down --force)
                         stopped = True
                         continue
-                    error = error or str(cause if cause is not None else e).strip().splitlines()[0]
+                    error = error or str(cause).strip().splitlines()[0]
                     failing = rank_of[ref]
                 except ray.exceptions.RayError as e:
                     error = error or f"rank {rank_of[ref]} died: {type(e).__name__}"
@@ -325,51 +331,61 @@ class RunSupervisor:
         while pending and time.monotonic() < deadline:
             _, pending = ray.wait(pending, num_returns=len(pending), timeout=min(1.0, self.grace_s))
         for ref in pending:
-            with contextlib.suppress(Exception):
+            try:
                 ray.cancel(ref, force=True)
+            except Exception as e:  # it ended meanwhile; its process group is killed next anyway
+                log.info("%s: force-cancel of a rank: %s: %s", rec.task_id, type(e).__name__, e)
 
     def _kill_groups(self, grace_s: float = 0.0) -> None:
         """SIGKILL each rank's process group (every rank leads one) on its node, then forget them; each
         rank's worker first gets ``grace_s`` to exit by itself (see ``DeviceMonitor.kill_groups``)."""
         import ray
 
-        from .ray_ports import alive_nodes, monitor_for
-
         rec = self.record
         files = [pid_file(rec.package, rec.task_id, r) for r in range(rec.world_size)]
         pgids = []
         for f in files:
-            with contextlib.suppress(OSError, ValueError):
+            try:
                 pgids.append(int(f.read_text()))
+            except FileNotFoundError:  # that rank never started
+                continue
+            except (OSError, ValueError) as e:
+                log.warning("%s: unreadable pid file %s: %s", rec.task_id, f, e)
         if pgids:
             # CPU runs may land anywhere: ask every node (a pgid that is not there is skipped)
             nodes = [alive_nodes().get(rec.node or "", "")] if rec.node else list(alive_nodes().values())
             for node in filter(None, nodes):
-                with contextlib.suppress(Exception):
+                try:
                     ray.get(monitor_for(node).kill_groups.remote(pgids, grace_s), timeout=30 + grace_s)
+                except Exception as e:  # a node that went away took the processes with it
+                    log.warning(
+                        "%s: killing rank processes on %s: %s: %s", rec.task_id, node, type(e).__name__, e
+                    )
         for f in files:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(FileNotFoundError):
                 f.unlink()
 
     def _remove(self, pg: Any) -> None:
         import ray
         from ray.util.placement_group import placement_group_table, remove_placement_group
 
-        with contextlib.suppress(Exception):
+        try:
             remove_placement_group(pg)
+        except Exception as e:  # already removed (a node loss takes it): its resources are free
+            log.info("%s: removing the placement group: %s: %s", self.record.task_id, type(e).__name__, e)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:  # report only once Ray shows the resources free
-            with contextlib.suppress(Exception):
+            try:
                 if placement_group_table(pg).get("state") == "REMOVED":
                     break
+            except Exception as e:
+                log.info("%s: reading the placement group: %s", self.record.task_id, e)
             time.sleep(0.05)
         del ray
 
     def _report(self, status: TaskStatus, error: str, tail: list[str]) -> None:
         """Tell the center; retry while it restarts (it re-attaches to this supervisor by name)."""
         import ray
-
-        from .client import get_center
 
         deadline = time.monotonic() + REPORT_PATIENCE_S
         while time.monotonic() < deadline:
@@ -378,5 +394,17 @@ class RunSupervisor:
                 ref: Any = center.task_finished.remote(self.record.task_id, status.value, error, tail)
                 ray.get(ref, timeout=30)
                 return
-            except Exception:
+            except Exception as e:  # the center restarts: it re-attaches to this supervisor by name
+                log.warning(
+                    "%s: reporting its end to the center: %s: %s; retrying",
+                    self.record.task_id,
+                    type(e).__name__,
+                    e,
+                )
                 time.sleep(1.0)
+        log.error(
+            "%s: the center did not take its end (%s) within %g s",
+            self.record.task_id,
+            status,
+            REPORT_PATIENCE_S,
+        )

@@ -11,21 +11,24 @@ import json
 import re
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ..actors.jobs import JobState
 from ..errors import DlnestError
-from .cluster import AddressOpt, connect_client
-from .options import EnvOpt, NoEnvOpt
+from ..tasks import TaskStatus
+from .cluster import connect_client
+from .options import AddressOpt, EnvOpt, NoEnvOpt
 from .tables import print_json
+
+if TYPE_CHECKING:
+    from ..actors.client import Client
 
 __all__ = ["analyze", "exp", "remembered_analyzer", "watch_analyzer"]
 
 STATE_FILE = "cli.json"
 ANALYZER_ID = re.compile(r"^A_\d+$")
-ENDED = ("SUCCEEDED", "FAILED", "INTERRUPTED")  # a job's end
-TASK_ENDED = ("SUCCEEDED", "FAILED", "CANCELLED")
 
 
 # ---------------------------------------------------------------------------------------------- CLI state
@@ -140,15 +143,16 @@ def analyze(
             "gpus",
             "ckpt_id",
         )
-        print_json({k: task[k] for k in keys})
+        row = task.to_row()
+        print_json({k: row[k] for k in keys})
         return
-    typer.echo(f"analyzer: {task_id} ({task['status']})")
-    typer.echo(f"package: {task['package']}")
-    typer.echo(f"scripts: {task['scripts']}")
-    if task["status"] == "PENDING" and task.get("wait_reason"):
-        typer.echo(f"waiting: {task['wait_reason']}")
-    elif task.get("gpus"):
-        typer.echo(f"memory: {task['mb_per_gpu']} MB on {task['node']}:gpu{task['gpus'][0]}")
+    typer.echo(f"analyzer: {task_id} ({task.status})")
+    typer.echo(f"package: {task.package}")
+    typer.echo(f"scripts: {task.scripts}")
+    if task.status is TaskStatus.PENDING and task.wait_reason:
+        typer.echo(f"waiting: {task.wait_reason}")
+    elif task.gpus:
+        typer.echo(f"memory: {task.mb_per_gpu} MB on {task.node}:gpu{task.gpus[0]}")
     typer.echo(f"run a script: dlnest-ray exp {task_id} SCRIPT   (end it: dlnest-ray del {task_id})")
 
 
@@ -213,7 +217,7 @@ def exp(
             out = client.poll_exp(task_id, int(job["job"]), offset, wait_s=1.0)
             _print_lines(out, err=as_json)
             offset, job = int(out["end"]), out["job"]
-            if job["state"] in ENDED:
+            if JobState(job["state"]).is_terminal():
                 break
     except KeyboardInterrupt:
         client.cancel_exp(task_id, int(job["job"]))
@@ -221,11 +225,12 @@ def exp(
         return 130
     if as_json:
         print_json({"task_id": task_id, **job})
-    if job["state"] == "SUCCEEDED":
+    state = JobState(job["state"])
+    if state is JobState.SUCCEEDED:
         if job.get("result") is not None and not as_json:
             typer.echo(f"result: {job['result']}")
         return 0
-    if job["state"] == "INTERRUPTED":
+    if state is JobState.INTERRUPTED:
         raise DlnestError(f"{script} on {task_id}: {job['error']}; the analyzer stays loaded")
     raise DlnestError(f"{script} failed on {task_id}: {job['error']}")
 
@@ -238,7 +243,7 @@ def _print_lines(out: dict[str, Any], *, err: bool = False) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- watch
-def watch_analyzer(client: Any, task_id: str, start: int = 0) -> int:
+def watch_analyzer(client: Client, task_id: str, start: int = 0) -> int:
     """Print an analyzer's output from line ``start`` and follow it until the analyzer ends; Ctrl-C
     only stops watching (DLNest's withdraw). An ended analyzer's output is read from its package."""
     client.task(task_id)  # an unknown id is an error before anything is remembered
@@ -252,7 +257,7 @@ def watch_analyzer(client: Any, task_id: str, start: int = 0) -> int:
             if not out["alive"]:
                 break
         task = client.task(task_id)
-        while task["status"] not in TASK_ENDED:  # closed: its supervisor reports the end in a moment
+        while not task.status.is_terminal():  # closed: its supervisor reports the end in a moment
             time.sleep(0.25)
             task = client.task(task_id)
     except KeyboardInterrupt:
@@ -260,8 +265,8 @@ def watch_analyzer(client: Any, task_id: str, start: int = 0) -> int:
             f"\nstopped watching; {task_id} stays loaded (`dlnest-ray del {task_id}` ends it)", err=True
         )
         return 130
-    if task["status"] == "SUCCEEDED":
+    if task.status is TaskStatus.SUCCEEDED:
         typer.echo(f"{task_id} ended")
         return 0
-    error = f": {task['error']}" if task.get("error") else ""
-    raise DlnestError(f"{task_id} {task['status']}{error}")
+    error = f": {task.error}" if task.error else ""
+    raise DlnestError(f"{task_id} {task.status}{error}")

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
@@ -32,11 +32,13 @@ from ..actors.address import recorded_address as _recorded_address
 from ..actors.address import state_home as _home
 from ..actors.auth import client_auth
 from ..errors import DlnestError
+from ..tasks import TaskStatus
+from .options import AddressOpt, HomeOpt
 
 if TYPE_CHECKING:
     from ..actors.client import Client
 
-__all__ = ["AddressOpt", "HomeOpt", "connect_client", "down", "resolve_address", "up"]
+__all__ = ["connect_client", "down", "resolve_address", "up"]
 
 DEFAULT_GCS_PORT = 6379
 RAY_WORKER_PORTS = (10002, 19999)  # `ray start`'s default --min/--max-worker-port
@@ -44,27 +46,10 @@ DEFAULT_DASHBOARD_PORT = 8265
 DOWN_WAIT_S = 60.0
 STOP_GRACE_S = 10.0
 
-AddressOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--address",
-        metavar="HOST:PORT",
-        help="The Ray cluster (default: $RAY_ADDRESS, else the head `up` started, else the last ray start).",
-    ),
-]
-HomeOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--home",
-        metavar="DIR",
-        help="The center's state folder (default: $DLNEST_RAY_HOME, else ~/.dlnest_ray).",
-    ),
-]
-
 
 # ---------------------------------------------------------------------------------------------- connect
 def _no_cluster() -> DlnestError:
-    from ..actors.client import NO_CLUSTER
+    from ..actors.names import NO_CLUSTER
 
     return DlnestError(NO_CLUSTER)
 
@@ -77,7 +62,7 @@ def connect_client(address: str | None, *, create: bool, home: Path | None = Non
 
 
 def _center_exists() -> bool:
-    from ..actors.client import center_exists
+    from ..actors.names import center_exists
 
     return center_exists()
 
@@ -241,7 +226,7 @@ def _print_info(dashboard: str | None, client: Client, home: Path) -> None:
     out.print(f"center state: {home}")
     devices = client.get_devices_info()
     if devices:
-        out.print(devices_table(devices))
+        out.print(devices_table([d.to_json() for d in devices]))
     else:
         out.print("no GPUs in the cluster: only --cpu runs can start")
 
@@ -319,7 +304,7 @@ def _print_auth(client: Client, address: str, started: dict[str, Any] | None) ->
 
     from ..actors.auth import PATH_ENV
 
-    if not client.cluster_authenticates():
+    if not client.center_state().authenticated:
         warn_unauthenticated()
         return
     token = os.environ.get(PATH_ENV) or (started or {}).get("auth_token")
@@ -348,10 +333,12 @@ def _replace_orphaned_center() -> bool:
     import ray
     from ray._private.state import jobs
 
-    from ..actors.client import connect, remove_center
+    from ..actors.center_actor import remove_center
+    from ..actors.client import connect
 
     job = connect(None, create=False).owner_job()
-    dead = {str(j.get("JobID")) for j in jobs() if j.get("IsDead")}
+    table: list[dict[str, Any]] = cast(Any, jobs)()  # untyped in Ray
+    dead = {str(j.get("JobID")) for j in table if j.get("IsDead")}
     if job not in dead:
         return False
     typer.echo(f"note: the center's owner (Ray job {job}) has ended; starting a new center (runs go on)")
@@ -368,7 +355,7 @@ def _drain(client: Client, force: bool, limit_s: float) -> list[str]:
     """Refuse (runs running, no --force), or drain the center — nothing launches from now on, so a run
     waiting for a GPU that a cancel frees stays queued — cancel the running tasks (--force) and wait for
     their end; returns those still running."""
-    running = [t["task_id"] for t in client.get_task_info() if t["status"] == "RUNNING"]
+    running = [t.task_id for t in client.get_task_info() if t.status is TaskStatus.RUNNING]
     if running and not force:
         raise DlnestError(
             f"{len(running)} task(s) running ({', '.join(running)}): wait for them, delete them with "
@@ -380,10 +367,10 @@ def _drain(client: Client, force: bool, limit_s: float) -> list[str]:
     typer.echo(f"cancelling {', '.join(running)}; nothing new starts")
     deadline = time.monotonic() + limit_s
     while True:
-        status = {t["task_id"]: t["status"] for t in client.get_task_info(include_finished=True)}
-        left = [t for t in running if status.get(t) == "RUNNING"]
+        status = {t.task_id: t.status for t in client.get_task_info(include_finished=True)}
+        left = [t for t in running if status.get(t) is TaskStatus.RUNNING]
         if not left or time.monotonic() > deadline:
-            back = [t for t in running if status.get(t) == "PENDING"]
+            back = [t for t in running if status.get(t) is TaskStatus.PENDING]
             if back:
                 typer.echo(f"{', '.join(back)} had not started: back in the queue for the next `up`")
             return left
@@ -391,7 +378,7 @@ def _drain(client: Client, force: bool, limit_s: float) -> list[str]:
 
 
 def _kill_center_and_monitors() -> None:
-    from ..actors.client import remove_center
+    from ..actors.center_actor import remove_center
 
     remove_center()
 
@@ -435,7 +422,7 @@ def down(
                 )
             if left:
                 typer.echo(f"{', '.join(left)} did not end within {wait:g} s; stopping the head ends them")
-            pending = [t["task_id"] for t in client.get_task_info() if t["status"] == "PENDING"]
+            pending = [t.task_id for t in client.get_task_info() if t.status is TaskStatus.PENDING]
             _kill_center_and_monitors()
             did = True
             typer.echo(

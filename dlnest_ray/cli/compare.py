@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ..errors import DlnestError
-from .metrics import JsonOpt, clean_number, format_number
+from .metrics import clean_number, emit, format_number
+from .options import JsonOpt
 
 if TYPE_CHECKING:  # only for annotations: the command imports these inside its body
     from ..savepack.compare import RunData, RunSummary
@@ -87,44 +88,35 @@ def compare(
         chosen = _plot_metric(metric, common, names, summaries)
         written = _plot(plot, chosen, names, runs)
 
-    if as_json:
-        from .tables import print_json
-
-        out: dict[str, Any] = {
-            "packages": [str(p) for p in resolved],
-            "differing_keys": keys,
-            "common_metrics": common,
-            "runs": [
-                {
-                    "name": name,
-                    "package": str(s.path),
-                    "status": s.status,
-                    "epochs": s.epochs,
-                    "wall_time_s": s.wall_time_s,
-                    "devices": s.devices,
-                    "world_size": s.world_size,
-                    "peak_gpu_mb": s.peak_gpu_mb,
-                    "config": {k: s.config[k] for k in keys if k in s.config},
-                    "metrics": {
-                        m: {
-                            "goal": v.goal,
-                            "final": clean_number(v.final),
-                            "best": clean_number(v.best),
-                            "best_epoch": v.best_epoch,
-                        }
-                        for m, v in s.metrics.items()
-                    },
-                }
-                for name, s in zip(names, summaries, strict=True)
-            ],
-        }
-        if written is not None:
-            out["plot"] = str(written)
-        print_json(out)
-        return
-    _print_table(names, summaries, keys)
-    if written is not None:
-        typer.echo(f"plot: {written}")
+    out: dict[str, Any] = {
+        "packages": [str(p) for p in resolved],
+        "differing_keys": keys,
+        "common_metrics": common,
+        "runs": [
+            {
+                "name": name,
+                "package": str(s.path),
+                "status": s.status,
+                "epochs": s.epochs,
+                "wall_time_s": s.wall_time_s,
+                "devices": s.devices,
+                "world_size": s.world_size,
+                "peak_gpu_mb": s.peak_gpu_mb,
+                "config": {k: s.config[k] for k in keys if k in s.config},
+                "metrics": {
+                    m: {
+                        "goal": v.goal,
+                        "final": clean_number(v.final),
+                        "best": clean_number(v.best),
+                        "best_epoch": v.best_epoch,
+                    }
+                    for m, v in s.metrics.items()
+                },
+            }
+            for name, s in zip(names, summaries, strict=True)
+        ],
+    }
+    emit(out, written, lambda: _print_table(names, summaries, keys), as_json=as_json)
 
 
 def _plot_metric(

@@ -7,21 +7,34 @@ the command, so ``dlnest-ray --help`` stays light.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from ..errors import DlnestError
+from .options import JsonOpt
 
 __all__ = ["clean_number", "format_number", "metrics", "parse_keys"]
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
 PlotOpt = Annotated[
     Path | None,
     typer.Option("--plot", metavar="FILE.png", help="Also write the curves against epoch to this PNG."),
 ]
+
+
+def emit(out: dict[str, Any], written: Path | None, table: Callable[[], None], *, as_json: bool) -> None:
+    """The end of ``metrics`` and ``compare``: ``out`` as JSON (with ``plot`` when one was written), or
+    the table and the plot's path."""
+    if as_json:
+        from .tables import print_json
+
+        print_json({**out, "plot": str(written)} if written is not None else out)
+        return
+    table()
+    if written is not None:
+        typer.echo(f"plot: {written}")
 
 
 def format_number(value: float | int | None) -> str:
@@ -112,21 +125,12 @@ def metrics(
             raise DlnestError(f"{pkg.path} recorded no metrics to plot; try --keys step")
         written = _plot(plot, label, rows, chosen)
 
-    if as_json:
-        from .tables import print_json
-
-        out: dict[str, Any] = {
-            "package": str(pkg.path),
-            "keys": chosen,
-            "rows": [{"epoch": int(r["epoch"]), **{k: clean_number(r.get(k)) for k in chosen}} for r in rows],
-        }
-        if written is not None:
-            out["plot"] = str(written)
-        print_json(out)
-        return
-    _print_table(label, rows, chosen)
-    if written is not None:
-        typer.echo(f"plot: {written}")
+    out: dict[str, Any] = {
+        "package": str(pkg.path),
+        "keys": chosen,
+        "rows": [{"epoch": int(r["epoch"]), **{k: clean_number(r.get(k)) for k in chosen}} for r in rows],
+    }
+    emit(out, written, lambda: _print_table(label, rows, chosen), as_json=as_json)
 
 
 def _print_table(label: str, rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> None:

@@ -3,27 +3,33 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import time
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from ..errors import DlnestError
 from ..runenv import parse_env_options
 from ..savepack.outputs import TaskSection, task_output_name
-from .cluster import AddressOpt, connect_client
-from .options import DescOpt, EnvOpt, FreqOpt, NameByDescOpt, NoEnvOpt, NoSaveOpt
+from ..tasks import TaskKind, TaskRecord, TaskStatus
+from .cluster import connect_client
+from .options import AddressOpt, DescOpt, EnvOpt, FreqOpt, JsonOpt, NameByDescOpt, NoEnvOpt, NoSaveOpt
 from .tables import console, devices_table, print_json, settings_table, tasks_table, with_latest_metrics
+
+if TYPE_CHECKING:
+    from ..actors.client import Client
 
 __all__ = ["config", "continue_", "delete", "devices", "log", "run", "tasks", "watch"]
 
 POLL_S = 0.5
-TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
 MemoryOpt = Annotated[
     int | None,
     typer.Option(
@@ -40,49 +46,96 @@ GpusOpt = Annotated[
 CpuOpt = Annotated[bool, typer.Option("--cpu", help="Run on CPUs only (never waits for a GPU).")]
 
 
-def _placement(cpu: bool, multi_gpu: bool, ddp: bool, gpus: int | None) -> str:
-    chosen = [name for name, on in (("--cpu", cpu), ("--multi-gpu", multi_gpu), ("--ddp", ddp)) if on]
-    if len(chosen) > 1:
-        raise DlnestError(f"{' and '.join(chosen)} exclude each other: choose one")
-    if gpus is not None and not (multi_gpu or ddp):
-        raise DlnestError("--gpus K needs --ddp or --multi-gpu")
-    return "cpu" if cpu else "multi" if multi_gpu else "ddp" if ddp else "gpu"
+@dataclass(frozen=True, kw_only=True)
+class QueueOptions:
+    """The options every queued run takes (``run``, ``continue``): where it runs, its environment, and
+    how the answer is printed. :func:`queue_options` adds them to a command."""
+
+    memory: int | None = None
+    multi_gpu: bool = False
+    ddp: bool = False
+    gpus: int | None = None
+    cpu: bool = False
+    env: list[str] | None = None
+    no_env: bool = False
+    as_json: bool = False
+    address: str | None = None
+
+    @property
+    def placement(self) -> str:
+        """The placement the flags name (the center checks the request itself, ``--gpus`` included)."""
+        flags = (("--cpu", self.cpu), ("--multi-gpu", self.multi_gpu), ("--ddp", self.ddp))
+        chosen = [name for name, on in flags if on]
+        if len(chosen) > 1:
+            raise DlnestError(f"{' and '.join(chosen)} exclude each other: choose one")
+        return "cpu" if self.cpu else "multi" if self.multi_gpu else "ddp" if self.ddp else "gpu"
+
+    def submit(self, send: Callable[..., str]) -> None:
+        """Connect, ``send(client, placement=..., ...)`` the request, and print what was queued."""
+        placement = self.placement
+        extra = parse_env_options(self.env or [])
+        client = connect_client(self.address, create=True)
+        task_id = send(
+            client,
+            memory_mb=self.memory,
+            placement=placement,
+            gpus=self.gpus,
+            env=extra,
+            capture_env=not self.no_env,
+        )
+        _report_submitted(client, task_id, self.as_json)
 
 
-def _find(client: Any, task_id: str) -> dict[str, Any]:
-    for t in client.get_task_info(include_finished=True):
-        if t["task_id"] == task_id:
-            return dict(t)
-    raise DlnestError(f"no task {task_id!r}; `dlnest-ray tasks --all` lists them")
+_QUEUE_PARAMETERS = [
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+    for name, default, annotation in (
+        ("memory", None, MemoryOpt),
+        ("multi_gpu", False, MultiOpt),
+        ("ddp", False, DdpOpt),
+        ("gpus", None, GpusOpt),
+        ("cpu", False, CpuOpt),
+        ("env", None, EnvOpt),
+        ("no_env", False, NoEnvOpt),
+        ("as_json", False, JsonOpt),
+        ("address", None, AddressOpt),
+    )
+]
 
 
-def _report_submitted(client: Any, task_id: str, as_json: bool) -> None:
-    task = _find(client, task_id)
+def queue_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` (which takes ``**options``) the :class:`QueueOptions` as its Typer options, after
+    its own: one definition of them for every command that queues a run."""
+    signature = inspect.signature(command)
+    hints = typing.get_type_hints(command, include_extras=True)  # Typer reads the option metadata there
+    own = [
+        p.replace(annotation=hints.get(p.name, p.annotation))
+        for p in signature.parameters.values()
+        if p.kind is not inspect.Parameter.VAR_KEYWORD
+    ]
+    setattr(command, "__signature__", signature.replace(parameters=[*own, *_QUEUE_PARAMETERS]))  # noqa: B010
+    return command
+
+
+def _report_submitted(client: Client, task_id: str, as_json: bool) -> None:
+    task = client.task(task_id)
     if as_json:
-        print_json({"task_id": task_id, "package": task["package"], "status": task["status"]})
+        print_json({"task_id": task_id, "package": task.package, "status": task.status.value})
         return
-    typer.echo(f"task: {task_id} ({task['status']})")
-    typer.echo(f"package: {task['package']}")
-    if task["status"] == "PENDING" and task.get("wait_reason"):
-        typer.echo(f"waiting: {task['wait_reason']}")
+    typer.echo(f"task: {task_id} ({task.status})")
+    typer.echo(f"package: {task.package}")
+    if task.status is TaskStatus.PENDING and task.wait_reason:
+        typer.echo(f"waiting: {task.wait_reason}")
 
 
 # ---------------------------------------------------------------------------------------------- submit
+@queue_options
 def run(
     config: Annotated[Path, typer.Argument(metavar="CONFIG", help="The project's root_config.json.")],
     freq: FreqOpt = None,
-    memory: MemoryOpt = None,
     desc: DescOpt = "",
     no_save: NoSaveOpt = False,
     name_by_desc: NameByDescOpt = False,
-    multi_gpu: MultiOpt = False,
-    ddp: DdpOpt = False,
-    gpus: GpusOpt = None,
-    cpu: CpuOpt = False,
-    env: EnvOpt = None,
-    no_env: NoEnvOpt = False,
-    as_json: JsonOpt = False,
-    address: AddressOpt = None,
+    **options: Any,
 ) -> None:
     """Queue a training run on the cluster; prints its task id and save package.
 
@@ -90,61 +143,37 @@ def run(
     the run. The center starts it on a GPU where --memory fits (several runs may share a GPU). The run
     gets this shell's environment (less terminal and placement variables; see the README), like Slurm.
     """
-    placement = _placement(cpu, multi_gpu, ddp, gpus)
-    if name_by_desc and not desc:
-        raise DlnestError("--name-by-desc needs --desc NAME")
-    extra = parse_env_options(env or [])
-    client = connect_client(address, create=True)
-    task_id = client.run_train(
-        config_path=str(config.expanduser().resolve()),
-        freq_path=str(freq.expanduser().resolve()) if freq else "",
-        memory_mb=memory,
-        description=desc,
-        no_save=no_save,
-        name_by_desc=name_by_desc,
-        placement=placement,
-        gpus=gpus,
-        env=extra,
-        capture_env=not no_env,
+    QueueOptions(**options).submit(
+        lambda client, **request: client.run_train(
+            config_path=str(config.expanduser().resolve()),
+            freq_path=str(freq.expanduser().resolve()) if freq else "",
+            description=desc,
+            no_save=no_save,
+            name_by_desc=name_by_desc,
+            **request,
+        )
     )
-    _report_submitted(client, task_id, as_json)
 
 
+@queue_options
 def continue_(
     package: Annotated[Path, typer.Argument(metavar="PACKAGE", help="A save package folder.")],
     ckpt: Annotated[
         int, typer.Option("--ckpt", "-c", metavar="ID", help="Checkpoint id (-1: latest valid).")
     ] = -1,
     desc: DescOpt = "",
-    memory: MemoryOpt = None,
-    multi_gpu: MultiOpt = False,
-    ddp: DdpOpt = False,
-    gpus: GpusOpt = None,
-    cpu: CpuOpt = False,
-    env: EnvOpt = None,
-    no_env: NoEnvOpt = False,
-    as_json: JsonOpt = False,
-    address: AddressOpt = None,
+    **options: Any,
 ) -> None:
     """Queue the continuation of a save package on the cluster.
 
     It resumes at the next epoch from the latest valid checkpoint (or --ckpt ID), appending its output,
     with this shell's environment (as `run`).
     """
-    placement = _placement(cpu, multi_gpu, ddp, gpus)
-    extra = parse_env_options(env or [])
-    client = connect_client(address, create=True)
-    task_id = client.continue_train(
-        str(package.expanduser().resolve()),
-        ckpt_id=ckpt,
-        description=desc,
-        memory_mb=memory,
-        placement=placement,
-        gpus=gpus,
-        env=extra,
-        capture_env=not no_env,
+    QueueOptions(**options).submit(
+        lambda client, **request: client.continue_train(
+            str(package.expanduser().resolve()), ckpt_id=ckpt, description=desc, **request
+        )
     )
-    _report_submitted(client, task_id, as_json)
 
 
 # ---------------------------------------------------------------------------------------------- queries
@@ -158,16 +187,16 @@ def tasks(
     A started run's row shows its latest epoch metrics (--json: ``latest_metrics``, else null).
     """
     client = connect_client(address, create=False)
-    rows = client.get_task_info(include_finished=all_)
+    rows = [t.to_row() for t in client.get_task_info(include_finished=all_)]
     if as_json:
         print_json(with_latest_metrics(rows))
         return
     state = client.center_state()
-    if not state.get("authenticated", True):
+    if not state.authenticated:
         from .cluster import warn_unauthenticated
 
         warn_unauthenticated()
-    if state.get("draining"):
+    if state.draining:
         typer.secho(
             "dlnest-ray is going down (`down` has begun): nothing new starts until `dlnest-ray up`",
             fg=typer.colors.YELLOW,
@@ -181,7 +210,7 @@ def tasks(
 def devices(as_json: JsonOpt = False, address: AddressOpt = None) -> None:
     """List the cluster's GPUs: total and free MB, MB reserved by dlnest-ray, tasks, enabled."""
     client = connect_client(address, create=False)
-    rows = client.get_devices_info()
+    rows = [d.to_json() for d in client.get_devices_info()]
     if as_json:
         print_json(rows)
     elif not rows:
@@ -201,8 +230,8 @@ def delete(
 
 
 # ---------------------------------------------------------------------------------------------- settings
-def _get_settings(client: Any) -> dict[str, Any]:
-    return dict(client.get_settings())
+def _get_settings(client: Client) -> dict[str, Any]:
+    return client.get_settings().to_json()
 
 
 def _device_labels(values: list[str], known: list[dict[str, Any]]) -> list[str]:
@@ -247,7 +276,8 @@ def config(
     client = connect_client(address, create=False)
     changed = False
     if devices_:
-        disabled = client.change_devices(_device_labels(devices_, client.get_devices_info()))
+        known = [d.to_json() for d in client.get_devices_info()]
+        disabled = client.change_devices(_device_labels(devices_, known))
         typer.echo(f"disabled devices: {', '.join(disabled) or 'none'}", err=as_json)
         changed = True
     if max_per_device is not None:
@@ -261,7 +291,8 @@ def config(
     if as_json:
         print_json(_get_settings(client))
     elif not changed:
-        console().print(settings_table(_get_settings(client), client.get_devices_info()))
+        devices = [d.to_json() for d in client.get_devices_info()]
+        console().print(settings_table(_get_settings(client), devices))
 
 
 def log(
@@ -335,7 +366,7 @@ def watch(
         raise DlnestError("--rank must be 0 or more")
     if start is not None and start < 0:
         raise DlnestError("--from must be 0 or more")
-    is_analyzer = task_id.startswith("A_")
+    is_analyzer = TaskKind.of(task_id) is TaskKind.ANALYZE
     if (start is not None and not is_analyzer) or (rank is not None and is_analyzer):
         raise DlnestError("--from is for analyzers (A_...), --rank for DDP runs (T_...)")
     client = connect_client(address, create=False)
@@ -343,24 +374,22 @@ def watch(
         from .analysis import watch_analyzer
 
         return watch_analyzer(client, task_id, start or 0)
-    task = _find(client, task_id)
-    package = Path(task["package"])
+    task = client.task(task_id)
+    package = Path(task.package)
     offset = 0
     path: Path | None = None
     section = TaskSection(task_id)  # a continued package's file holds other tasks' output too
     try:
         while True:
-            status = str(task["status"])
-            path = path or package / task_output_name(task, rank)
+            path = path or package / task_output_name(task.to_row(), rank)
             offset = _copy_new(path, offset, section)
-            if status in TERMINAL or section.done:
+            if task.status.is_terminal() or section.done:
                 break
             time.sleep(POLL_S)
-            task = _find(client, task_id)
-        while status not in TERMINAL:  # its part of the file is over (a later task's began): its end
+            task = client.task(task_id)
+        while not task.status.is_terminal():  # its part of the file is over (a later task's began)
             time.sleep(POLL_S)
-            task = _find(client, task_id)
-            status = str(task["status"])
+            task = client.task(task_id)
     except KeyboardInterrupt:
         typer.echo(f"\nstopped watching; {task_id} goes on (`dlnest-ray del {task_id}` stops it)", err=True)
         return 130
@@ -370,31 +399,27 @@ def watch(
         typer.echo("")
     from .tables import latest_metrics_text, task_latest_metrics
 
-    latest = latest_metrics_text(task_latest_metrics(task))
+    latest = latest_metrics_text(task_latest_metrics(task.to_row()))
     if latest:  # the run's task row, as `tasks` and the shell show it
         typer.echo(f"latest: {latest}")
     epochs = _epochs_line(task)
     if epochs:  # a DLNest life cycle that stops at `epoch >= epochs` trains one more than it says
         typer.echo(epochs)
-    error = str(task.get("error") or "")
-    if status != "SUCCEEDED":
-        raise DlnestError(f"{task_id} {status}" + (f": {error}" if error else ""))
-    typer.echo(f"{task_id} {status}")
+    if task.status is not TaskStatus.SUCCEEDED:
+        raise DlnestError(f"{task_id} {task.status}" + (f": {task.error}" if task.error else ""))
+    typer.echo(f"{task_id} {task.status}")
     return 0
 
 
-def _epochs_line(task: dict[str, Any]) -> str:
+def _epochs_line(task: TaskRecord) -> str:
     """``epochs: finished epoch 2, 3 in all`` from the run's segment in its package ("" if unknown)."""
-    import json
+    from ..savepack.package import SavePackage
 
     try:
-        meta = json.loads((Path(task["package"]) / "_package.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, KeyError):
+        segment = SavePackage.open(task.package).segment_of(task.task_id)
+    except DlnestError:  # the package went away: its epochs are not told
         return ""
-    mine = [
-        s for s in meta.get("segments") or [] if isinstance(s, dict) and s.get("task_id") == task["task_id"]
-    ]
-    finished = mine[-1].get("finished_epoch") if mine else None
+    finished = segment.finished_epoch if segment is not None else None
     if not isinstance(finished, int) or finished < 0:
         return ""
     return f"epochs: finished epoch {finished}, {finished + 1} in all"

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..tasks import TaskKind, TaskStatus
+
 __all__ = [
     "console",
     "devices_table",
@@ -29,12 +31,25 @@ __all__ = [
 ]
 
 STATUS_STYLE = {
-    "PENDING": "yellow",
-    "RUNNING": "cyan",
-    "SUCCEEDED": "green",
-    "FAILED": "red",
-    "CANCELLED": "magenta",
+    TaskStatus.PENDING: "yellow",
+    TaskStatus.RUNNING: "cyan",
+    TaskStatus.SUCCEEDED: "green",
+    TaskStatus.FAILED: "red",
+    TaskStatus.CANCELLED: "magenta",
 }
+
+
+def _style(task: Mapping[str, Any]) -> str:
+    status = row_status(task)
+    return STATUS_STYLE[status] if status is not None else "white"
+
+
+def row_status(task: Mapping[str, Any]) -> TaskStatus | None:
+    """The status of a task row (``tasks --json``'s form), None for a row without a known one."""
+    try:
+        return TaskStatus(str(task.get("status")))
+    except ValueError:
+        return None
 
 
 def console() -> Any:
@@ -76,9 +91,10 @@ def task_devices(task: Mapping[str, Any]) -> str:
 def _note(task: Mapping[str, Any]) -> str:
     if task.get("cancelling"):
         return "cancelling"
-    if task["status"] == "PENDING":
+    status = row_status(task)
+    if status is TaskStatus.PENDING:
         return str(task.get("wait_reason") or "")
-    if task["status"] in ("FAILED", "CANCELLED"):
+    if status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
         return str(task.get("error") or "")
     return ""
 
@@ -88,7 +104,7 @@ def task_ran(task: Mapping[str, Any], now: float) -> str:
     ``-`` while Ray has not placed them yet; records from before that field count from the launch."""
     started = task.get("running_at")
     if started is None:
-        if task.get("status") == "RUNNING" and (task.get("phase") or "") in _NOT_STARTED_PHASES:
+        if row_status(task) is TaskStatus.RUNNING and (task.get("phase") or "") in _NOT_STARTED_PHASES:
             return "-"
         started = task.get("started_at")
     if started is None:
@@ -104,12 +120,11 @@ def _phase_note(task: Mapping[str, Any]) -> str:
     phase = task.get("phase") or ""
     if task.get("cancelling"):
         return " (stopping)"
-    return f" ({phase})" if task.get("status") == "RUNNING" and phase and phase != "running" else ""
+    return f" ({phase})" if row_status(task) is TaskStatus.RUNNING and phase and phase != "running" else ""
 
 
 # ------------------------------------------------------------------------------------ latest metrics
 LATEST_KEYS = 3  # log scalars shown in a task row: the first ones of the metrics file, in its order
-_STARTED = ("RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
 _NOT_LOG = ("epoch", "step", "wall_time")
 
 
@@ -118,7 +133,12 @@ def task_latest_metrics(task: Mapping[str, Any]) -> dict[str, Any] | None:
     ``<package>/metrics.parquet``; None for pending tasks, analyzers, tasks that never ran (a continue
     deleted while pending would otherwise show the previous run's numbers) and packages without a
     readable file. Never raises: pyarrow is imported here, on first use, not with the CLI."""
-    if task.get("kind", "T") != "T" or task.get("status") not in _STARTED or task.get("started_at") is None:
+    status = row_status(task)
+    if (
+        task.get("kind", "T") != TaskKind.TRAIN
+        or status in (None, TaskStatus.PENDING)
+        or task.get("started_at") is None
+    ):
         return None
     package = task.get("package")
     if not package:
@@ -197,7 +217,7 @@ def tasks_table(tasks: Sequence[Mapping[str, Any]], *, title: str) -> Any:
         mb_text = str(mb) if mb else (f"({requested})" if requested and t.get("placement") != "cpu" else "-")
         table.add_row(
             str(t["task_id"]),
-            f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]" + _phase_note(t),
+            f"[{_style(t)}]{status}[/]" + _phase_note(t),
             task_devices(t),
             mb_text,
             # user text (names, descriptions, errors, metric names) is escaped: `KeyError: '[model]'`

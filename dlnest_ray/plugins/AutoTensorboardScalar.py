@@ -15,12 +15,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..runtime.tensorboard import TB_DIR, summary_writer_class
+from ..runtime.tensorboard import summary_writer_class
+from ..savepack.layout import TB_STEPS_DIR, tb_steps_dir
 from .base import Plugin, PluginContext
 
 __all__ = ["STEPS_DIR", "DLNestPlugin"]
 
-STEPS_DIR = "steps"
+STEPS_DIR = TB_STEPS_DIR
 
 
 def _number(value: Any) -> float | None:
@@ -42,7 +43,7 @@ class DLNestPlugin(Plugin):
         writer_class = summary_writer_class()  # every rank: a missing package fails all ranks alike
         self._writer: Any = None
         if context.is_main:
-            folder = Path(context.package).resolve() / TB_DIR / STEPS_DIR
+            folder = tb_steps_dir(Path(context.package).resolve())
             self._writer = writer_class(log_dir=str(folder))
         self._written: dict[str, int] | None = None  # per key: how many values are in TensorBoard
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -88,15 +88,34 @@ class PluginSet:
             plugins.append(plugin_class(settings.get(name) or {}, context))
         return cls(plugins)
 
-    def call(self, hook: str, *args: Any) -> None:
+    def _each(self, hook: str, run: Callable[[Plugin], None]) -> None:
         for plugin in self.plugins:
             try:
-                getattr(plugin, hook)(*args)
+                run(plugin)
             except Exception as e:  # a plugin never fails the run: say what went wrong and go on
                 log.warning("plugin %s failed in %s: %s: %s", plugin.name, hook, type(e).__name__, e)
                 print(
                     f"[dlnest-ray] plugin {plugin.name} failed in {hook}: {type(e).__name__}: {e}", flush=True
                 )
 
+    # the hooks of :class:`Plugin`, on every plugin of the run
+    def before_all(self) -> None:
+        self._each("before_all", lambda p: p.before_all())
+
+    def run_started(self, log: Mapping[str, Any], resumed: bool) -> None:
+        self._each("run_started", lambda p: p.run_started(log, resumed))
+
+    def after_step(self, epoch: int, iter: int, log: Mapping[str, Any]) -> None:
+        self._each("after_step", lambda p: p.after_step(epoch, iter, log))
+
+    def after_epoch(self, epoch: int, log: Mapping[str, Any]) -> None:
+        self._each("after_epoch", lambda p: p.after_epoch(epoch, log))
+
+    def train_finished(self, log: Mapping[str, Any]) -> None:
+        self._each("train_finished", lambda p: p.train_finished(log))
+
+    def train_aborting(self, exception: BaseException) -> None:
+        self._each("train_aborting", lambda p: p.train_aborting(exception))
+
     def close(self) -> None:
-        self.call("close")
+        self._each("close", lambda p: p.close())

@@ -15,7 +15,8 @@ from typing import Any
 
 from ..errors import AnalysisError, UserCodeError
 from ..savepack.package import SavePackage
-from .build import build_components
+from .bases import LifeCycleBase
+from .build import build_components, training_state
 from .distributed import choose_device, seed_everything
 from .loader import load_script, load_user_classes
 from .status import Phase, RunningStatus
@@ -38,7 +39,7 @@ class AnalyzeContext:
         log: dict[str, Any],
         package: SavePackage,
         status: RunningStatus,
-        life_cycle: Any,
+        life_cycle: LifeCycleBase,
         checkpoint_id: int | None,
     ) -> None:
         self.args = args
@@ -85,7 +86,7 @@ class Analyzer:
         ckpt: int | None = None
         if ckpt_id != NO_CHECKPOINT:
             ckpt = self.package.resolve_ckpt_id(ckpt_id)
-            state = self.package.state_dict(ckpt, device=str(status.device))
+            state = training_state(self.package.state_dict(ckpt, device=str(status.device)), ckpt)
         seed_everything(self.package.seed or 0)
         with _cwd(self.path):
             classes = load_user_classes(self.package.args, self.path)
@@ -153,7 +154,10 @@ def analyze(
         raise TypeError(f"analyze() got unexpected keyword arguments: {', '.join(dlnest_names)}")
     if record_path is None:
         raise TypeError("analyze() needs record_path")
-    if exp_func is None and script_path is None:
+    if exp_func is not None:
+        fn = exp_func
+    elif script_path is not None:
+        fn = load_script(resolve_script(script_path, None))
+    else:
         raise TypeError("analyze() needs exp_func or script_path")
-    fn = exp_func if exp_func is not None else load_script(resolve_script(script_path, None))  # type: ignore[arg-type]
     return Analyzer(record_path, ckpt_id=checkpoint_id, cpu=cpu).run(fn)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import UserCodeError
-from .bases import SKIP
+from ..errors import CheckpointError, UserCodeError
+from .bases import LifeCycleBase, skipped
 from .loader import UserClasses
 from .status import RunningStatus
 
@@ -20,23 +20,21 @@ __all__ = [
     "Components",
     "bind_log",
     "build_components",
-    "call_hook",
     "checkpoint_state",
     "init_components",
     "new_components",
+    "training_state",
 ]
 
 CHECKPOINT_FORMAT = "dlnest-ray/1"
 
 
-def call_hook(life_cycle: Any, when: str, stage: str) -> bool:
-    """Run ``<when>_<stage>`` on the life cycle; True when a ``before`` hook asked to skip the stage."""
-    return getattr(life_cycle, f"{when}_{stage}")() == SKIP
-
-
 @dataclass(kw_only=True)
 class Components:
-    life_cycle: Any
+    """A run's user objects and where it stands. ``dataset`` and ``model`` are the user's objects (None
+    when their ``before_*_init`` hook skipped them); ``finished_epoch`` is -1 before the first epoch."""
+
+    life_cycle: LifeCycleBase
     dataset: Any = None
     model: Any = None
     dataset_info: Any = None
@@ -55,6 +53,10 @@ def new_components(
     its ``train_aborting`` and ``after_all``. ``args`` is the users' copy of the config (dlnest-ray
     reads its own settings from another), ``task`` DLNest's ``taskProcess`` view."""
     lc = classes.life_cycle()
+    if not isinstance(lc, LifeCycleBase):
+        raise UserCodeError(
+            f"the life cycle class {classes.life_cycle.__name__} must subclass dlnest_ray.LifeCycleBase"
+        )
     lc._dlnest_bind_run(args, status, package, task)
     return Components(life_cycle=lc)
 
@@ -86,38 +88,52 @@ def init_components(
 ) -> None:
     """``before_all``, then the dataset and the model (with their hooks); restore ``state`` when given."""
     lc = comps.life_cycle
-    if call_hook(lc, "before", "all"):
+    if skipped(lc.before_all()):
         comps.skipped_all = True
         return
     if state is not None:
         lc.load_save_dict(state.get("life_cycle", {}))
         comps.finished_epoch = int(state.get("finished_epoch", -1))
         comps.global_step = int(state.get("global_step", 0))
-    if not call_hook(lc, "before", "dataset_init"):
-        ds = classes.dataset(args, status=status)
-        _attach(ds, args, status)
-        result = ds.init(args)
-        if not (isinstance(result, tuple) and len(result) == 3):
-            raise UserCodeError("Dataset.init(args) must return (dataset_info, train_loader, val_loader)")
-        comps.dataset_info, comps.train_loader, comps.val_loader = result
-        if state is not None:
-            ds.load_save_dict(state.get("dataset", {}))
-        comps.dataset = lc.dataset = ds
-    call_hook(lc, "after", "dataset_init")
-    if not call_hook(lc, "before", "model_init"):
-        model = classes.model(args, status=status)
-        _attach(model, args, status)
-        model.init(args, comps.dataset_info)
-        model.init_optimizer()
-        if state is not None:
-            model.load_save_dict(state.get("runner", state.get("model", {})))
-            comps.log = state.get("log_dict", {})
-        else:
-            fresh = model.init_log()
-            comps.log = fresh if fresh is not None else {}  # an empty dict is the user's, kept as is
-        bind_log(model, comps.log)
-        comps.model = lc.model = model
-    call_hook(lc, "after", "model_init")
+    if not skipped(lc.before_dataset_init()):
+        _init_dataset(comps, classes.dataset, args, status, state)
+    lc.after_dataset_init()
+    if not skipped(lc.before_model_init()):
+        _init_model(comps, classes.model, args, status, state)
+    lc.after_model_init()
+
+
+def _init_dataset(
+    comps: Components, cls: type, args: dict[str, Any], status: RunningStatus, state: dict[str, Any] | None
+) -> None:
+    """Make the dataset and its loaders; restore its state when resuming."""
+    ds = cls(args, status=status)
+    _attach(ds, args, status)
+    result = ds.init(args)
+    if not (isinstance(result, tuple) and len(result) == 3):
+        raise UserCodeError("Dataset.init(args) must return (dataset_info, train_loader, val_loader)")
+    comps.dataset_info, comps.train_loader, comps.val_loader = result
+    if state is not None:
+        ds.load_save_dict(state.get("dataset", {}))
+    comps.dataset = comps.life_cycle.dataset = ds
+
+
+def _init_model(
+    comps: Components, cls: type, args: dict[str, Any], status: RunningStatus, state: dict[str, Any] | None
+) -> None:
+    """Make the model, its optimizers and the log; restore model and log when resuming."""
+    model = cls(args, status=status)
+    _attach(model, args, status)
+    model.init(args, comps.dataset_info)
+    model.init_optimizer()
+    if state is not None:
+        model.load_save_dict(state.get("runner", state.get("model", {})))
+        comps.log = state.get("log_dict", {})
+    else:
+        fresh = model.init_log()
+        comps.log = fresh if fresh is not None else {}  # an empty dict is the user's, kept as is
+    bind_log(model, comps.log)
+    comps.model = comps.life_cycle.model = model
 
 
 def build_components(
@@ -147,3 +163,13 @@ def checkpoint_state(comps: Components, *, seed: int | None, rng: dict[str, Any]
         "seed": seed,
         "rng": rng,
     }
+
+
+def training_state(state: object, ckpt_id: int) -> dict[str, Any]:
+    """A loaded checkpoint as the training state it must be (a dict, as :func:`checkpoint_state` made
+    it); anything else is a :class:`CheckpointError`."""
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            f"checkpoint {ckpt_id} holds a {type(state).__name__}, not a dlnest-ray training state (a dict)"
+        )
+    return state

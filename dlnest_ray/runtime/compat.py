@@ -10,9 +10,29 @@ and a life cycle that called it would break the run's bookkeeping.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["TaskProcessView", "TaskView"]
+from ..savepack.package import SavePackage
+from .build import Components
+from .loop_parts import TrainOptions
+from .status import RunningStatus
+
+__all__ = ["RunningTrainer", "TaskProcessView", "TaskView"]
+
+
+class RunningTrainer(Protocol):
+    """What the view reads of the trainer (:class:`~.trainer.Trainer`), always its current value."""
+
+    @property
+    def user_args(self) -> dict[str, Any]: ...
+    @property
+    def opts(self) -> TrainOptions: ...
+    @property
+    def status(self) -> RunningStatus: ...
+    @property
+    def comps(self) -> Components | None: ...
+    @property
+    def pkg(self) -> SavePackage: ...
 
 
 @dataclass(frozen=True)
@@ -26,7 +46,7 @@ class TaskView:
 class TaskProcessView:
     """What ``self.taskProcess`` answers (module docstring)."""
 
-    def __init__(self, trainer: Any) -> None:
+    def __init__(self, trainer: RunningTrainer) -> None:
         self._trainer = trainer
 
     @property
@@ -34,7 +54,7 @@ class TaskProcessView:
         return TaskView(args=self._trainer.user_args, ID=self._trainer.opts.task_id)
 
     @property
-    def status(self) -> Any:
+    def status(self) -> RunningStatus:
         return self._trainer.status
 
     @property
@@ -48,7 +68,7 @@ class TaskProcessView:
         return comps.log if comps is not None else {}
 
     @property
-    def savePackage(self) -> Any:
+    def savePackage(self) -> SavePackage:
         return self._trainer.pkg
 
     @property

@@ -10,9 +10,9 @@ from __future__ import annotations
 import datetime
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -32,6 +32,9 @@ __all__ = [
 ]
 
 DEFAULT_PG_TIMEOUT_S = 600.0
+
+# torch leaves this one unannotated; its contract is documented: whether CUDA has been initialised
+_cuda_is_initialized = cast(Callable[[], bool], torch.cuda.is_initialized)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -142,7 +145,7 @@ def capture_rng() -> dict[str, Any]:
         "numpy": np.random.get_state(),
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    if torch.cuda.is_available() and _cuda_is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 

@@ -9,19 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-from pathlib import Path
+
+# Where a rank's stop request and process group live in the package: owned by the package layout, and
+# re-exported here under the names the run supervisor imports.
+from ..savepack.layout import RUN_DIR, pid_file, stop_file
 
 __all__ = ["RUN_DIR", "pid_file", "run_rank", "stop_file"]
-
-RUN_DIR = ".dlnest_run"  # inside the package: per-task stop requests and rank process groups
-
-
-def stop_file(package: str | Path, task_id: str) -> Path:
-    return Path(package) / RUN_DIR / f"{task_id}.stop"
-
-
-def pid_file(package: str | Path, task_id: str, rank: int) -> Path:
-    return Path(package) / RUN_DIR / f"{task_id}.rank{rank}.pgid"
 
 
 def run_rank(

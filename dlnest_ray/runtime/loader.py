@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 from ..config import resolve_layout
 from ..errors import UserCodeError
+from ..savepack.layout import args_path
 
 __all__ = ["UserClasses", "load_script", "load_user_classes"]
 
@@ -80,7 +82,7 @@ def _get_class(module: ModuleType, name: str, path: Path, role: str) -> type:
 def load_user_classes(args: dict[str, Any], package: Path) -> UserClasses:
     """Import the model, dataset and life-cycle classes named in ``args`` from the package folder."""
     package = package.resolve()
-    layout = resolve_layout(args, package, source=str(package / "args.json"))
+    layout = resolve_layout(args, package, source=str(args_path(package)))
     folders = list(
         dict.fromkeys(
             [package, *(f.parent for f in (layout.model_file, layout.dataset_file, layout.life_cycle_file))]
@@ -110,7 +112,7 @@ def load_user_classes(args: dict[str, Any], package: Path) -> UserClasses:
     return UserClasses(model=found["model"], dataset=found["dataset"], life_cycle=found["life cycle"])
 
 
-def load_script(path: Path) -> Any:
+def load_script(path: Path) -> Callable[[Any], Any]:
     """Import an analysis script afresh (edits take effect) and return its ``experience`` function."""
     if not path.is_file():
         raise UserCodeError(f"analysis script not found: {path}")
@@ -124,4 +126,4 @@ def load_script(path: Path) -> Any:
     fn = getattr(module, "experience", None)
     if not callable(fn):
         raise UserCodeError(f"{path} defines no experience(self) function")
-    return fn
+    return cast(Callable[[Any], Any], fn)

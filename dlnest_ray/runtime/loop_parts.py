@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from .aliases import overrides
+from .bases import LifeCycleBase
 from .output import ConsoleSink
 from .status import EnvType, RunningStatus
 
@@ -27,6 +29,7 @@ __all__ = [
     "len_or_none",
     "mark_output",
     "move_to_device",
+    "overrides_aborting",
     "peak_gpu_mb",
 ]
 
@@ -140,24 +143,18 @@ def mark_output(path: Path, task_id: str) -> None:
     from ..savepack.outputs import marker_line
 
     lead = ""
-    try:
+    if path.exists() and path.stat().st_size > 0:  # a new or empty file needs no line break first
         with open(path, "rb") as f:
             f.seek(-1, os.SEEK_END)
             lead = "" if f.read(1) == b"\n" else "\n"
-    except OSError:  # no file yet, or an empty one
-        pass
     with open(path, "a", encoding="utf-8") as f:
         f.write(f"{lead}{marker_line(task_id)}\n")
 
 
-def overrides_aborting(life_cycle: Any) -> bool:
-    """Whether the user's life cycle has a ``train_aborting`` (or DLNest's ``trainAborting``) of its own."""
-    from .aliases import overrides
-    from .bases import LifeCycleBase
-
-    return overrides(life_cycle, "train_aborting", LifeCycleBase) or overrides(
-        life_cycle, "trainAborting", LifeCycleBase
-    )
+def overrides_aborting(life_cycle: LifeCycleBase) -> bool:
+    """Whether the user's life cycle has a ``train_aborting`` (or DLNest's ``trainAborting``, which the
+    aliases route to it) of its own."""
+    return overrides(life_cycle, "train_aborting", LifeCycleBase)
 
 
 def len_or_none(loader: Any) -> int | None:

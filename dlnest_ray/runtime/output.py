@@ -5,22 +5,47 @@ not only ``print``. One reader thread appends what arrives to the output file an
 it to a console sink (the foreground ``train`` shows it on the terminal). ``sys.stdout``/``sys.stderr``
 are re-opened on the redirected descriptors for the duration, so Python output cannot bypass the pipe
 (pytest, for example, swaps ``sys.stdout`` for its own object).
+
+The reader threads never log while they run: a log record would go to stderr, which is the pipe they
+read (each record would come back as output, and a full pipe would block the reader for good). They
+count their failures instead, and the capture logs them once fd 1/2 are restored.
 """
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import os
 import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 __all__ = ["ConsoleSink", "LineCapture", "OutputTee", "fd_console_sink"]
 
+log = logging.getLogger(__name__)
+
 ConsoleSink = Callable[[bytes], None]
+
+
+class _Failures:
+    """Failures of a reader thread, by what failed: how many, and the first one's description."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.first: dict[str, str] = {}
+
+    def add(self, what: str, e: BaseException) -> bool:
+        """Count a failure; True when it is the first of its kind."""
+        self.first.setdefault(what, f"{type(e).__name__}: {e}")
+        self.counts[what] = self.counts.get(what, 0) + 1
+        return self.counts[what] == 1
+
+    def log(self, where: str) -> None:
+        """Log what failed (call with fd 1/2 restored)."""
+        for what, n in self.counts.items():
+            log.warning("%s: %s failed %d time(s), first with %s", where, what, n, self.first[what])
 
 
 def fd_console_sink(fd: int) -> ConsoleSink:
@@ -35,8 +60,10 @@ def fd_console_sink(fd: int) -> ConsoleSink:
 
 def _flush_std() -> None:
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
+        try:
             stream.flush()
+        except Exception as e:  # a closed or broken stream has nothing left to lose: redirect anyway
+            log.debug("flushing %r before redirecting failed: %s: %s", stream, type(e).__name__, e)
 
 
 def _redirect_into(w: int) -> tuple[TextIO, TextIO]:
@@ -78,6 +105,7 @@ class OutputTee:
         self._saved_sys: tuple[TextIO, TextIO] | None = None
         self._reader: threading.Thread | None = None
         self._read_fd = -1
+        self._failures = _Failures()
 
     def __enter__(self) -> OutputTee:
         _flush_std()
@@ -98,16 +126,15 @@ class OutputTee:
         self._saved_sys = _redirect_into(w)
         return self
 
-    @staticmethod
-    def _pump(r: int, out: object, sink: ConsoleSink | None) -> None:
-        assert hasattr(out, "write") and hasattr(out, "close")
+    def _pump(self, r: int, out: BinaryIO, sink: ConsoleSink | None) -> None:
         try:
             while data := os.read(r, 65536):
                 out.write(data)
                 if sink is not None:
                     try:
                         sink(data)
-                    except Exception:  # a broken console must not stall the run: keep the file going
+                    except Exception as e:  # a broken console must not stall the run: keep the file going
+                        self._failures.add("the console", e)
                         sink = None
         finally:
             out.close()
@@ -125,6 +152,7 @@ class OutputTee:
             self._reader.join(timeout=5)
         os.close(self.console_fd)
         self.console_fd = -1
+        self._failures.log(f"output capture into {self.path}")
 
 
 _SYNC_MARK = b"\x1b[dlnest-sync "
@@ -152,6 +180,7 @@ class LineCapture:
         self._saved: tuple[int, int] = (-1, -1)
         self._saved_sys: tuple[TextIO, TextIO] | None = None
         self._reader: threading.Thread | None = None
+        self._failures = _Failures()
 
     def start(self) -> LineCapture:
         _flush_std()
@@ -179,11 +208,22 @@ class LineCapture:
     def _deliver(self, lines: list[str]) -> None:
         if not lines:
             return
-        with contextlib.suppress(Exception):  # a failing consumer must not stop the capture
+        try:
             self._on_lines(lines)
+        except Exception as e:  # a failing consumer must not stop the capture
+            if self._failures.add("the consumer of the lines", e):  # said at once, where the tee goes
+                self._write_original(
+                    f"[dlnest-ray] output capture: the consumer failed: {type(e).__name__}: {e}"
+                )
         if self._tee:
-            with contextlib.suppress(OSError):
-                os.write(self._saved[0], ("\n".join(lines) + "\n").encode("utf-8", errors="replace"))
+            self._write_original("\n".join(lines))
+
+    def _write_original(self, text: str) -> None:
+        """Write ``text`` and a newline to the original stdout (for Ray, the worker's log)."""
+        try:
+            os.write(self._saved[0], (text + "\n").encode("utf-8", errors="replace"))
+        except OSError as e:  # the original stdout is gone: the lines still reach the consumer
+            self._failures.add("the tee to the original stdout", e)
 
     def _pump(self, r: int) -> None:
         pending = b""
@@ -201,9 +241,11 @@ class LineCapture:
                         lines.append(self._line(raw[:at]))
                     self._deliver(lines)
                     lines = []
-                    with contextlib.suppress(ValueError), self._cond:
-                        self._seen = max(self._seen, int(raw[at + len(_SYNC_MARK) :].rstrip(b"]")))
-                        self._cond.notify_all()
+                    number = raw[at + len(_SYNC_MARK) :].rstrip(b"]")
+                    if number.isdigit():  # else not our mark: a program printed something like it
+                        with self._cond:
+                            self._seen = max(self._seen, int(number))
+                            self._cond.notify_all()
                 if b"\r" in pending:
                     pending = pending[pending.rfind(b"\r") + 1 :]
                 while len(pending) > self._max:
@@ -225,3 +267,4 @@ class LineCapture:
             self._reader.join(timeout=5)
         for fd in self._saved:
             os.close(fd)
+        self._failures.log("line capture")

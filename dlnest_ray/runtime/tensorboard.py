@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, DlnestError
+from ..savepack.layout import TB_DIR
 
 __all__ = ["CONFIG_KEY", "MISSING_PACKAGE", "TB_DIR", "EpochScalars", "enabled", "summary_writer_class"]
 
 CONFIG_KEY = "tensorboard"
-TB_DIR = "tb"
 MISSING_PACKAGE = (
     "the config enables tensorboard but the tensorboard package is missing: "
     "pip install 'dlnest-ray[tensorboard]'"

@@ -17,8 +17,8 @@ repeated entries that double registration wrote. Module state is saved from the 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -32,6 +32,9 @@ __all__ = ["ModelBaseTorch", "RunnerBaseTorch", "module_names"]
 log = logging.getLogger(__name__)
 
 MODULES_KEY = "modules"  # {name: state_dict} in a model's checkpoint part
+
+# torch leaves this classmethod unannotated: it returns the module with its BatchNorm layers converted
+_convert_sync_batchnorm = cast(Callable[[nn.Module], nn.Module], nn.SyncBatchNorm.convert_sync_batchnorm)
 
 
 class _DDPModule:
@@ -162,7 +165,7 @@ class ModelBaseTorch(ModelBase):
         wrapped: Any = module
         if status.env is EnvType.DDP:
             if sync_bn:
-                module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+                module = _convert_sync_batchnorm(module)
             if any(p.requires_grad for p in module.parameters()):
                 from torch.nn.parallel import DistributedDataParallel
 
@@ -215,6 +218,7 @@ class ModelBaseTorch(ModelBase):
             self._load_one(module, saved[name], name)
         unused = sorted(set(saved) - set(names))
         if unused:
+            log.warning("checkpoint modules not on this model: %s", ", ".join(unused))
             print(
                 f"[dlnest-ray] warning: checkpoint modules not on this model: {', '.join(unused)}", flush=True
             )

@@ -21,23 +21,28 @@ from __future__ import annotations
 
 import copy
 import functools
+import logging
 import os
 import socket
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..errors import DlnestError, TrainingFailed
+from ..plugins.base import PluginContext, PluginSet
 from ..runenv import ENV_NAMES_VAR
 from ..savepack.metrics import MetricsLog, list_marks
 from ..savepack.package import SavePackage
+from ..savepack.records import Segment
 from .aliases import overrides
-from .bases import ModelBase
-from .build import Components, call_hook, checkpoint_state, init_components, new_components
+from .bases import ModelBase, skipped
+from .build import Components, checkpoint_state, init_components, new_components, training_state
 from .compat import TaskProcessView
 from .distributed import (
     DEFAULT_PG_TIMEOUT_S,
+    DistEnv,
     barrier,
     capture_rng,
     choose_device,
@@ -68,6 +73,8 @@ from .tensorboard import EpochScalars
 
 __all__ = ["StopRequested", "TrainObserver", "TrainOptions", "TrainResult", "move_to_device", "train"]
 
+log = logging.getLogger(__name__)
+
 
 def train(package: str | Path, options: TrainOptions | None = None) -> TrainResult:
     """Train (or resume) the run in ``package`` in this process; the CWD is the package meanwhile."""
@@ -92,7 +99,7 @@ def train(package: str | Path, options: TrainOptions | None = None) -> TrainResu
 class Trainer:
     """One run segment in this process: :meth:`setup`, then ``try: fit() finally: close()``."""
 
-    def __init__(self, pkg: SavePackage, opts: TrainOptions, dist: Any) -> None:
+    def __init__(self, pkg: SavePackage, opts: TrainOptions, dist: DistEnv | None) -> None:
         assert pkg.path is not None
         self.pkg, self.opts, self.dist = pkg, opts, dist
         self.path: Path = pkg.path
@@ -104,7 +111,7 @@ class Trainer:
         self.resumed_from: int | None = None
         self.segment: int | None = None
         self.comps: Components | None = None
-        self.plugins: Any = None  # the config's plugins (a PluginSet), built with the components
+        self.plugins = PluginSet([])  # the config's plugins, loaded with the components
         self.metrics: MetricsLog | None = None
         self.tb: EpochScalars | None = None  # rank 0's TensorBoard writer when the config enables it
         self.last_ckpt: int | None = None
@@ -130,23 +137,33 @@ class Trainer:
             init_process_group(self.dist, st, timeout_s=float(timeout))
         seed_everything(self.seed + max(st.rank, 0))
         self.state = self._load_state()
+        self._open_records()
+        self._build_components()
+
+    def _open_records(self) -> None:
+        """The segment in ``_package.json``, the metrics log and TensorBoard (what rank 0 writes)."""
+        st, state = self.status, self.state
         if st.is_main:
             self.pkg.remove_temp_files()
             self.segment = self.pkg.begin_segment(self._segment_info())
-        first_epoch = int(self.state.get("finished_epoch", -1)) + 1 if self.state else 0
+        first_epoch = int(state.get("finished_epoch", -1)) + 1 if state else 0
         self.tb = EpochScalars.for_run(
-            self.args, self.path, main=st.is_main, first_epoch=first_epoch, resume=self.state is not None
+            self.args, self.path, main=st.is_main, first_epoch=first_epoch, resume=state is not None
         )
         self.metrics = MetricsLog(self.path) if st.is_main else None
+
+    def _build_components(self) -> None:
+        """The user's objects and the plugins, in DLNest's order (:mod:`.build`)."""
+        st = self.status
         classes = load_user_classes(self.args, self.path)
         view = TaskProcessView(self)
         self.comps = comps = new_components(classes, self.user_args, st, package=self.pkg, task=view)
         self.plugins = self._load_plugins()
-        self.plugins.call("before_all")
+        self.plugins.before_all()
         init_components(comps, classes, self.user_args, st, state=self.state)
         if self.state is not None:
             self._restore_rng(comps)
-        self.plugins.call("run_started", comps.log, self.state is not None)
+        self.plugins.run_started(comps.log, self.state is not None)
 
     def fit(self) -> None:
         """The epochs, DLNest's order (module doc)."""
@@ -155,33 +172,26 @@ class Trainer:
             return
         lc, st = c.life_cycle, self.status
         st.epoch = c.finished_epoch + 1
-        if call_hook(lc, "before", "train"):
-            call_hook(lc, "after", "train")
+        if skipped(lc.before_train()):
+            lc.after_train()
             return
         stop = StopCheck(self.opts.stop_file, st)
         while True:
             stop.epoch()
-            marks = list_marks(c.log)  # the metrics row takes the epoch's mean of what lists gain now
-            if not call_hook(lc, "before", "one_epoch"):
-                self._train_epoch(c, stop)
-                self._maybe_validate(c)
-                self._maybe_save(c)
-                self._record_epoch(c, marks)
-            call_hook(lc, "after", "one_epoch")
+            self._one_epoch(c, stop)
             if not lc.need_continue_train(c.finished_epoch, c.log, self.user_args):
                 break
             st.epoch = c.finished_epoch + 1
-        call_hook(lc, "after", "train")
-        self.plugins.call("train_finished", c.log)
+        lc.after_train()
+        self.plugins.train_finished(c.log)
 
     def close(self) -> None:
         """Every teardown, each guarded (a failing one is printed and, first of all, the run's failure):
         ``after_all``, plugins, TensorBoard, pending checkpoint writes, the process group, the segment."""
         comps, st = self.comps, self.status
         if comps is not None:
-            self._guard(lambda: call_hook(comps.life_cycle, "after", "all"))
-        if self.plugins is not None:
-            self._guard(self.plugins.close, fails_run=False)  # plugins never fail a run
+            self._guard(comps.life_cycle.after_all)
+        self._guard(self.plugins.close, fails_run=False)  # plugins never fail a run
         if self.tb is not None:
             self._guard(self.tb.close, fails_run=False)  # TensorBoard events are a view
         if st.is_main:
@@ -191,48 +201,70 @@ class Trainer:
             self._guard(self._end_segment)
 
     # ------------------------------------------------------------------------------------ one epoch
+    def _one_epoch(self, c: Components, stop: StopCheck) -> None:
+        """``before_one_epoch``; unless skipped, train, validate, save and record; ``after_one_epoch``."""
+        lc = c.life_cycle
+        marks = list_marks(c.log)  # the metrics row takes the epoch's mean of what lists gain now
+        if not skipped(lc.before_one_epoch()):
+            self._train_epoch(c, stop)
+            self._maybe_validate(c)
+            self._maybe_save(c)
+            self._record_epoch(c, marks)
+        lc.after_one_epoch()
+
     def _train_epoch(self, c: Components, stop: StopCheck) -> None:
-        lc, model, st = c.life_cycle, c.model, self.status
+        """Every batch of the train loader, then (all ranks done) the epoch counts as finished."""
+        st = self.status
         st.phase = Phase.TRAINING
         epoch = st.epoch
         loader = c.train_loader
         sampler = getattr(loader, "sampler", None)
         if sampler is not None and hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
-        self._notify("epoch_started", epoch, len_or_none(loader))
-        move = st.env is not EnvType.CPU
+        observer = self._observer()
+        if observer is not None:
+            observer.epoch_started(epoch, len_or_none(loader))
         for it, data in enumerate(loader):
             st.iter = it
-            if not call_hook(lc, "before", "model_one_step"):
-                model.run_one_step(move_to_device(data, st.device) if move else data, c.log, it, epoch)
-                c.global_step += 1
-                st.global_step = c.global_step
-            call_hook(lc, "after", "model_one_step")
-            if lc.need_visualize(epoch, it, c.log, self.user_args):
-                if st.is_main and not call_hook(lc, "before", "visualize"):
-                    call_visualize(model, epoch, it, c.log)
-                call_hook(lc, "after", "visualize")
-            self.plugins.call("after_step", epoch, it, c.log)
-            self._notify("step_done", epoch, it)
+            self._train_step(c, epoch, it, data)
+            self.plugins.after_step(epoch, it, c.log)
+            if observer is not None:
+                observer.step_done(epoch, it)
             stop.step()
         barrier(st)
         c.finished_epoch = epoch
-        lc.command_line_output(epoch, c.log, self.user_args)
+        c.life_cycle.command_line_output(epoch, c.log, self.user_args)
+
+    def _train_step(self, c: Components, epoch: int, it: int, data: Any) -> None:
+        """One batch: the step (unless skipped) and, when ``need_visualize`` says so, the visualization."""
+        lc, st = c.life_cycle, self.status
+        if not skipped(lc.before_model_one_step()):
+            c.model.run_one_step(self._on_device(data), c.log, it, epoch)
+            c.global_step += 1
+            st.global_step = c.global_step
+        lc.after_model_one_step()
+        if lc.need_visualize(epoch, it, c.log, self.user_args):
+            if st.is_main and not skipped(lc.before_visualize()):
+                call_visualize(c.model, epoch, it, c.log)
+            lc.after_visualize()
 
     def _maybe_validate(self, c: Components) -> None:
+        """Validate when ``need_validation`` says so (every rank), between its hooks."""
         lc = c.life_cycle
         if not lc.need_validation(c.finished_epoch, c.log, self.user_args):
             return
-        if not call_hook(lc, "before", "validation"):
+        if not skipped(lc.before_validation()):
             self.status.phase = Phase.VALIDATING
             self._validate(c)
-        call_hook(lc, "after", "validation")
+        lc.after_validation()
 
     def _maybe_save(self, c: Components) -> None:
+        """``before_save_model`` every epoch; a checkpoint when ``need_save_model`` says so (rank 0
+        writes, the others wait until it has captured the state); ``after_save_model``."""
         lc, st, epoch = c.life_cycle, self.status, c.finished_epoch
         st.phase = Phase.WAITING
         barrier(st)
-        if not call_hook(lc, "before", "save_model") and lc.need_save_model(epoch, c.log, self.user_args):
+        if not skipped(lc.before_save_model()) and lc.need_save_model(epoch, c.log, self.user_args):
             hold = bool(lc.hold_this_checkpoint(epoch, c.log, self.user_args))
             if st.is_main:
                 self.last_ckpt = self.pkg.save_checkpoint(
@@ -243,52 +275,58 @@ class Trainer:
                     wait=not self.opts.async_checkpoints,
                 )
             barrier(st)  # every rank waits until rank 0 has captured the state
-        call_hook(lc, "after", "save_model")
+        lc.after_save_model()
 
-    def _record_epoch(self, c: Components, marks: Any) -> None:
+    def _record_epoch(self, c: Components, marks: dict[str, tuple[int, int]]) -> None:
+        """The epoch's metrics row (rank 0: Parquet, TensorBoard, the display), then the plugins."""
         if self.metrics is not None:
             row = self.metrics.append(
                 epoch=c.finished_epoch, step=c.global_step, wall_time=time.time(), log=c.log, marks=marks
             )
             if self.tb is not None:
                 self.tb.add_epoch(row)
-            self._notify("epoch_finished", c.finished_epoch, row)
-        self.plugins.call("after_epoch", c.finished_epoch, c.log)
+            observer = self._observer()
+            if observer is not None:
+                observer.epoch_finished(c.finished_epoch, row)
+        self.plugins.after_epoch(c.finished_epoch, c.log)
 
     def _validate(self, c: Components) -> None:
-        model, lc, st = c.model, c.life_cycle, self.status
-        if overrides(model, "validate", ModelBase) or not (
-            overrides(model, "validate_a_batch", ModelBase) or overrides(model, "validateABatch", ModelBase)
-        ):
+        """``validate``, or DLNest's three phases for a model with ``validate_a_batch`` and no ``validate``
+        (a camelCase override counts: it is routed to the snake_case name)."""
+        model = c.model
+        if overrides(model, "validate", ModelBase) or not overrides(model, "validate_a_batch", ModelBase):
             model.validate(c.val_loader, c.log)
             return
+        lc, st = c.life_cycle, self.status
         model.validation_init()
-        move = st.env is not EnvType.CPU
         for it, data in enumerate(c.val_loader):
             st.iter = it
-            if not call_hook(lc, "before", "validate_a_batch"):
-                model.validate_a_batch(move_to_device(data, st.device) if move else data, it)
-            call_hook(lc, "after", "validate_a_batch")
-        if not call_hook(lc, "before", "validation_analyze"):
+            if not skipped(lc.before_validate_a_batch()):
+                model.validate_a_batch(self._on_device(data), it)
+            lc.after_validate_a_batch()
+        if not skipped(lc.before_validation_analyze()):
             model.validation_analyze(c.log)
-        call_hook(lc, "after", "validation_analyze")
+        lc.after_validation_analyze()
 
     # ------------------------------------------------------------------------------------ helpers
     def _components(self) -> Components:
         assert self.comps is not None, "setup() builds the components"
         return self.comps
 
-    def _load_plugins(self) -> Any:
-        from ..plugins.base import PluginContext, PluginSet
+    def _on_device(self, data: Any) -> Any:
+        """A batch moved to the run's device (on the CPU, as it is)."""
+        st = self.status
+        return data if st.env is EnvType.CPU else move_to_device(data, st.device)
 
+    def _load_plugins(self) -> PluginSet:
         context = PluginContext(
             args=self.user_args, package=self.path, status=self.status, task_id=self.opts.task_id
         )
         return PluginSet.load(self.args, context)
 
-    def _notify(self, method: str, *args: Any) -> None:
-        if self.opts.observer is not None and self.status.is_main:
-            getattr(self.opts.observer, method)(*args)
+    def _observer(self) -> TrainObserver | None:
+        """The foreground progress display, on the main rank only."""
+        return self.opts.observer if self.status.is_main else None
 
     def _aborting(self, e: BaseException) -> None:
         """A stop is no crash: no traceback of ours for it (the user's own ``train_aborting`` still runs)."""
@@ -297,20 +335,17 @@ class Trainer:
         if comps is not None and (not stop or overrides_aborting(comps.life_cycle)):
             self._guard(functools.partial(comps.life_cycle.train_aborting, e), fails_run=False)
         elif not stop:
-            import traceback
-
             traceback.print_exception(type(e), e, e.__traceback__)
-        if not stop and self.plugins is not None:
-            self.plugins.call("train_aborting", e)
+        if not stop:
+            self.plugins.train_aborting(e)
 
     def _guard(self, fn: Callable[[], Any], *, fails_run: bool = True) -> None:
         """Run a teardown step; an exception is printed and becomes the run's failure if it had none."""
         try:
             fn()
         except BaseException as e:
-            import traceback
-
-            traceback.print_exception(type(e), e, e.__traceback__)
+            traceback.print_exception(type(e), e, e.__traceback__)  # into the run's output file
+            log.debug("teardown step %r failed: %s", fn, describe(e))
             if fails_run and self.failure is None:
                 self.failure = e
 
@@ -364,7 +399,7 @@ class Trainer:
         if not self.opts.resume:
             return None
         ckpt = self.pkg.resolve_ckpt_id(self.opts.ckpt_id)
-        state = self.pkg.state_dict(ckpt, device="cpu")
+        state = training_state(self.pkg.state_dict(ckpt, device="cpu"), ckpt)
         self.resumed_from = ckpt
         if self.status.is_main:
             self.pkg.set_ckpt_id(ckpt + 1)  # forget (and delete) the abandoned branch after it
@@ -380,7 +415,8 @@ class Trainer:
         else:  # other ranks: independent, reproducible streams for this segment
             seed_everything(self.seed + max(st.rank, 0) + 7919 * (comps.finished_epoch + 1))
 
-    def _segment_info(self) -> dict[str, Any]:
+    def _segment_info(self) -> Segment:
+        """The segment rank 0 records when the run starts (``end_segment`` completes it)."""
         st, state = self.status, self.state
         devices = [str(st.device)]
         if st.device is not None and st.device.type == "cuda":
@@ -388,19 +424,23 @@ class Trainer:
 
             devices = [f"{st.device}: {torch.cuda.get_device_name(st.device)}"]
         names = os.environ.get(ENV_NAMES_VAR, "")
-        return {
-            "kind": "resume" if state is not None else "train",
-            "from_checkpoint": self.resumed_from,
-            "start_epoch": (int(state.get("finished_epoch", -1)) + 1) if state else 0,
-            "env": str(st.env),
-            "world_size": st.world_size,
-            "devices": devices,
-            "host": socket.gethostname(),
-            "node": os.environ.get("DLNEST_RAY_NODE"),  # set by the run supervisor on a cluster
-            "pid": os.getpid(),
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-            "description": self.opts.description,
-            "task_id": self.opts.task_id,
-            "seed": self.seed,
-            "environment": sorted(filter(None, names.split(","))),  # the submitter's variables, names only
-        }
+        return Segment.from_json(
+            {  # unset ones are recorded as null, as they always were
+                "kind": "resume" if state is not None else "train",
+                "from_checkpoint": self.resumed_from,
+                "start_epoch": (int(state.get("finished_epoch", -1)) + 1) if state else 0,
+                "env": str(st.env),
+                "world_size": st.world_size,
+                "devices": devices,
+                "host": socket.gethostname(),
+                "node": os.environ.get("DLNEST_RAY_NODE"),  # set by the run supervisor on a cluster
+                "pid": os.getpid(),
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                "description": self.opts.description,
+                "task_id": self.opts.task_id,
+                "seed": self.seed,
+                "environment": sorted(
+                    filter(None, names.split(","))
+                ),  # the submitter's variables, names only
+            }
+        )

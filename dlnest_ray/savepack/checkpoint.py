@@ -12,46 +12,21 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import logging
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from ..atomic import HashingWriter, atomic_write
 from ..errors import CheckpointError
+from .records import CheckpointRecord  # re-exported: its home was here
 
 __all__ = ["CheckpointRecord", "CheckpointWriter", "file_matches", "load_file", "snapshot", "write_file"]
 
+log = logging.getLogger(__name__)
+
 _CHUNK = 4 << 20
-
-
-@dataclass(frozen=True, kw_only=True)
-class CheckpointRecord:
-    """One manifest entry of ``_package.json["checkpoints"]``."""
-
-    id: int
-    epoch: int | None
-    step: int | None
-    time: float
-    bytes: int
-    sha256: str | None  # None only for checkpoints adopted from a DLNest package without a manifest
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        del d["id"]
-        return d
-
-    @classmethod
-    def from_json(cls, ckpt_id: int, d: dict[str, Any]) -> CheckpointRecord:
-        return cls(
-            id=ckpt_id,
-            epoch=d.get("epoch"),
-            step=d.get("step"),
-            time=float(d.get("time", 0.0)),
-            bytes=int(d["bytes"]),
-            sha256=d.get("sha256"),
-        )
 
 
 def snapshot(obj: Any, reuse: Any = None) -> Any:
@@ -90,7 +65,8 @@ def snapshot(obj: Any, reuse: Any = None) -> Any:
         return obj
     try:
         return copy.deepcopy(obj)
-    except Exception:  # an object that cannot be copied is saved as it is at write time
+    except Exception as e:  # an object that cannot be copied is saved as it is at write time
+        log.debug("%s cannot be deep-copied (%s); it is saved as it is when written", type(obj).__name__, e)
         return obj
 
 
@@ -124,7 +100,7 @@ def file_matches(path: Path, record: CheckpointRecord) -> bool:
         with open(path, "rb") as f:
             while chunk := f.read(_CHUNK):
                 h.update(chunk)
-    except OSError:
+    except OSError:  # missing or unreadable: not this checkpoint, and the caller tries an older one
         return False
     return h.hexdigest() == record.sha256
 

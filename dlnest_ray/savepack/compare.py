@@ -14,6 +14,7 @@ also contains ``loss`` or ``error`` is always minimised (``map_loss`` is a loss)
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import PackageError
+from . import layout
+from .records import Segment, as_manifest
 
 __all__ = [
     "BOOKKEEPING_COLUMNS",
@@ -43,6 +46,8 @@ __all__ = [
     "summarize_metric",
     "summarize_run",
 ]
+
+log = logging.getLogger(__name__)
 
 Goal = Literal["max", "min"]
 
@@ -199,14 +204,19 @@ class RunData:
     """What a package holds that the summaries need, read by :func:`load_run`.
 
     ``args``: args.json (root_file_path is the package folder); ``meta``: the manifest's metadata
-    (``segments`` as recorded by the trainer); ``metrics``: ``None`` when the package has no
-    metrics.parquet (no epoch finished yet).
+    (``SavePackage.meta``: ``segments`` as recorded by the trainer, read typed by :attr:`segments`);
+    ``metrics``: ``None`` when the package has no metrics.parquet (no epoch finished yet).
     """
 
     path: Path
     args: dict[str, Any]
     meta: dict[str, Any]
     metrics: MetricsData | None
+
+    @property
+    def segments(self) -> list[Segment]:
+        """The run segments of :attr:`meta`, oldest first."""
+        return list(as_manifest(self.meta).segments)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -240,25 +250,23 @@ def _as_float(value: Any) -> float | None:
 
 def summarize_run(run: RunData) -> RunSummary:
     """Summarise one run (pure: reads nothing). ``config`` is the flattened args, ignored keys removed."""
-    segments = [s for s in run.meta.get("segments") or [] if isinstance(s, Mapping)]
-    durations = [
-        end - start
-        for s in segments
-        if (start := _as_float(s.get("started"))) is not None
-        and (end := _as_float(s.get("ended"))) is not None
-    ]
+    segments = run.segments
+    durations = [t for s in segments if (t := s.duration_s) is not None]
     devices: list[str] = []
     for s in segments:
-        for d in s.get("devices") or []:
-            if str(d) not in devices:
-                devices.append(str(d))
-    sizes = [int(s["world_size"]) for s in segments if isinstance(s.get("world_size"), int)]
-    peaks = [int(s["peak_gpu_mb"]) for s in segments if isinstance(s.get("peak_gpu_mb"), int)]
+        for d in s.devices or ():
+            if d not in devices:
+                devices.append(d)
+    sizes = [s.world_size for s in segments if s.world_size is not None]
+    peaks: list[int] = []
+    for s in segments:
+        if isinstance(s.peak_gpu_mb, int):  # whole MB, as the trainer records it (math.ceil)
+            peaks.append(s.peak_gpu_mb)
     if not segments:
         status = "not started"
     else:
         last = segments[-1]
-        status = str(last["status"]) if last.get("status") and "ended" in last else "unfinished"
+        status = last.status if last.status and last.has_ended else "unfinished"
 
     metrics: dict[str, MetricSummary] = {}
     epochs = 0
@@ -267,9 +275,9 @@ def summarize_run(run: RunData) -> RunSummary:
         for name in run.metrics.metric_names:
             metrics[name] = summarize_metric(name, run.metrics.series(name))
     else:
-        ended = [s for s in segments if isinstance(s.get("finished_epoch"), int)]
+        ended = [s.finished_epoch for s in segments if s.finished_epoch is not None]
         if ended:
-            epochs = max(0, int(ended[-1]["finished_epoch"]) + 1)
+            epochs = max(0, ended[-1] + 1)
     config = {k: v for k, v in flatten_config(run.args).items() if k not in IGNORED_CONFIG_KEYS}
     return RunSummary(
         path=run.path,
@@ -332,9 +340,9 @@ def run_labels(runs: Sequence[RunData]) -> list[str]:
 # ------------------------------------------------------------------------------------------------ reading
 def load_metrics(package: Path) -> MetricsData | None:
     """The package's metrics.parquet as plain values; ``None`` when the file does not exist."""
-    from .metrics import METRICS_FILE, read_metrics
+    from .metrics import read_metrics
 
-    path = Path(package) / METRICS_FILE
+    path = layout.metrics_path(package)
     if not path.is_file():
         return None
     try:

@@ -6,6 +6,7 @@ anything fails afterwards, only the folder this call created is removed.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import shutil
@@ -21,6 +22,7 @@ from typing import Any
 from ..atomic import atomic_write_json
 from ..config import LoadedConfig
 from ..errors import PackageError
+from . import layout
 
 __all__ = [
     "CODE_PATH_KEYS",
@@ -28,12 +30,15 @@ __all__ = [
     "create_package_dir",
     "environment_info",
     "git_info",
+    "remove_tree",
     "validate_name",
 ]
 
 CODE_PATH_KEYS = ("model_file_path", "runner_file_path", "dataset_file_path", "life_cycle_file_path")
-CONFIGS_DIR = "_configs"
-SCRIPTS_DIR = "AnalyzeScripts"  # copied too: analyzers fall back to it when the project is gone
+log = logging.getLogger(__name__)
+
+CONFIGS_DIR = layout.CONFIGS_DIR  # older names, kept for code that imports them from here
+SCRIPTS_DIR = layout.SCRIPTS_DIR  # copied too: analyzers fall back to it when the project is gone
 _MAX_NAME_TRIES = 50
 
 
@@ -81,7 +86,7 @@ def _claim(save_root: Path, name: str | None, prefix: str) -> Path:
         try:
             target.mkdir()
             return target
-        except FileExistsError:
+        except FileExistsError:  # another package took this name in the same second: draw again
             continue
     raise PackageError(f"could not find a free package name in {save_root} after {_MAX_NAME_TRIES} tries")
 
@@ -117,19 +122,32 @@ def _copy_into(src: Path, dest: Path, *, skip: Path) -> None:
     shutil.copytree(src, dest, dirs_exist_ok=True, ignore=ignore)
 
 
+def remove_tree(folder: Path) -> None:
+    """Remove a folder this code created, logging (not raising) what cannot be removed: used while
+    another error is on its way up, which must not be replaced."""
+
+    def failed(function: Any, path: str, exc_info: Any) -> None:
+        log.warning(
+            "could not remove %s (%s): %s", path, getattr(function, "__name__", function), exc_info[1]
+        )
+
+    shutil.rmtree(folder, onerror=failed)
+
+
 def git_info(folder: Path) -> dict[str, Any] | None:
     """The git commit (and whether the tree is dirty) of ``folder``, or None outside a repository."""
     try:
         sha = subprocess.run(
             ["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
         )
-        if sha.returncode != 0:
+        if sha.returncode != 0:  # not a repository (or git refuses it): nothing to record
             return None
         dirty = subprocess.run(
             ["git", "-C", str(folder), "status", "--porcelain"], capture_output=True, text=True, timeout=10
         )
         return {"commit": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
-    except (OSError, subprocess.SubprocessError):
+    except (OSError, subprocess.SubprocessError) as e:
+        log.info("no git commit recorded for %s: %s", folder, e)
         return None
 
 
@@ -137,7 +155,7 @@ def environment_info() -> dict[str, str | None]:
     def version(dist: str) -> str | None:
         try:
             return metadata.version(dist)
-        except metadata.PackageNotFoundError:
+        except metadata.PackageNotFoundError:  # not installed: recorded as null, as intended
             return None
 
     return {
@@ -186,9 +204,9 @@ def _snapshot_configs(loaded: LoadedConfig, target: Path) -> dict[str, Any]:
     freq_copy = None
     for n, src in enumerate(dict.fromkeys(loaded.files)):
         try:
-            rel = PurePath(CONFIGS_DIR) / src.relative_to(base)
-        except ValueError:
-            rel = PurePath(CONFIGS_DIR) / "_external" / f"{n}-{src.name}"
+            rel = layout.config_copy(src.relative_to(base))
+        except ValueError:  # outside the project folder
+            rel = layout.external_config_copy(n, src.name)
         _copy_into(src, target / rel, skip=target.parent)
         copies.append({"source": str(src), "copy": rel.as_posix()})
         if src == loaded.freq_config:
@@ -214,20 +232,20 @@ def create_package_dir(
     name and wins over ``name``, as in DLNest. ``args.json`` is written here; ``_package.json`` is
     written by the caller last, so a folder without it is never taken for a package.
     """
-    target = _claim(save_root, None if no_save else (name or None), "NOSAVE_" if no_save else "")
+    target = _claim(save_root, None if no_save else (name or None), layout.NOSAVE_PREFIX if no_save else "")
     try:
         out = {k: v for k, v in args.items() if k != "child_jsons"}
         if copy_files:
             out.update(_snapshot_code(args, root_dir, target))
-            scripts = root_dir / SCRIPTS_DIR
-            if scripts.is_dir() and not (target / SCRIPTS_DIR).exists():  # the analyzers' fallback
-                _copy_into(scripts, target / SCRIPTS_DIR, skip=target.parent)
+            scripts = layout.scripts_dir(root_dir)
+            if scripts.is_dir() and not layout.scripts_dir(target).exists():  # the analyzers' fallback
+                _copy_into(scripts, layout.scripts_dir(target), skip=target.parent)
         meta: dict[str, Any] = {}
         if loaded is not None:
             meta.update(_snapshot_configs(loaded, target))
         out["root_file_path"] = str(target)
         out["save_root"] = str(save_root)
-        atomic_write_json(target / "args.json", out)
+        atomic_write_json(layout.args_path(target), out)
         meta.update(
             name=target.name,
             description=description,
@@ -239,7 +257,7 @@ def create_package_dir(
         )
         return NewPackage(path=target, args=out, manifest_meta=meta)
     except BaseException as e:
-        shutil.rmtree(target, ignore_errors=True)
+        remove_tree(target)
         if isinstance(e, OSError):
             raise PackageError(f"could not create the save package in {save_root}: {e}") from e
         raise

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import functools
 import io
+import logging
 import numbers
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_bytes
+from . import layout
 
 __all__ = [
     "LAST_SUFFIX",
@@ -33,7 +35,9 @@ __all__ = [
     "scalar_row",
 ]
 
-METRICS_FILE = "metrics.parquet"
+log = logging.getLogger(__name__)
+
+METRICS_FILE = layout.METRICS_FILE
 LAST_SUFFIX = ".last"  # the last value of a list whose epoch value is a mean
 _RESERVED = ("epoch", "step", "wall_time")
 
@@ -62,7 +66,7 @@ def _scalar(value: Any) -> float | None:
         if count == 1 and hasattr(value, "item"):
             item = value.item()
             return float(item) if isinstance(item, (numbers.Real, bool)) else None
-    except (TypeError, ValueError, RuntimeError):
+    except (TypeError, ValueError, RuntimeError):  # not a one-element number: not a scalar, as documented
         return None
     return None
 
@@ -107,7 +111,7 @@ class MetricsLog:
     """The rows of one package's metrics file, held in memory and rewritten on each append."""
 
     def __init__(self, package: Path) -> None:
-        self.path = Path(package) / METRICS_FILE
+        self.path = layout.metrics_path(package)
         self.rows: list[dict[str, Any]] = read_metrics(self.path).to_pylist() if self.path.exists() else []
 
     def drop_after(self, finished_epoch: int) -> None:
@@ -160,7 +164,7 @@ def read_metrics(path: Path) -> Any:
 
     p = Path(path)
     if p.is_dir():
-        p = p / METRICS_FILE
+        p = layout.metrics_path(p)
     return pq.read_table(p)
 
 
@@ -175,10 +179,10 @@ def latest_metrics(path: Path) -> dict[str, Any] | None:
     """
     p = Path(path)
     if p.is_dir():
-        p = p / METRICS_FILE
+        p = layout.metrics_path(p)
     try:
         st = p.stat()
-    except OSError:
+    except OSError:  # no epoch finished yet (or no package): the documented None, nothing to log
         return None
     row = _last_row(str(p), st.st_mtime_ns, st.st_size)
     return dict(row) if row is not None else None
@@ -196,6 +200,7 @@ def _last_row(path: str, mtime_ns: int, size: int) -> dict[str, Any] | None:
             last = next(i for i in reversed(range(f.num_row_groups)) if f.metadata.row_group(i).num_rows)
             group = f.read_row_group(last)
             rows = group.slice(group.num_rows - 1).to_pylist()
-    except Exception:  # pyarrow's own error types, OSError, a file replaced while read...
+    except Exception as e:  # pyarrow's own error types, OSError, a file replaced while read...
+        log.debug("cannot read the last metrics row of %s: %s: %s", path, type(e).__name__, e)
         return None
     return rows[0] if rows else None

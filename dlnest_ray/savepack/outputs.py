@@ -9,12 +9,17 @@ are shown whole.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Mapping
 from typing import Any
 
+from . import layout
+
 __all__ = ["TaskSection", "marker_line", "marker_task", "section_start", "task_output_name"]
+
+log = logging.getLogger(__name__)
 
 _MARKER = re.compile(r"^== ([TA]_\d+) .*==$")
 
@@ -23,9 +28,7 @@ def task_output_name(task: Mapping[str, Any], rank: int | None = None) -> str:
     """The output file a queued task's rank writes: ``_output.txt`` for one process, ``_output_<rank>.txt``
     (rank 0 by default) under DDP. From the task, not from which files exist: a package continued with
     another world size has both kinds."""
-    if task.get("placement") == "ddp":
-        return f"_output_{rank or 0}.txt"
-    return "_output.txt"
+    return layout.output_name((rank or 0) if task.get("placement") == "ddp" else None)
 
 
 def marker_line(task_id: str, now: float | None = None) -> str:
@@ -51,7 +54,8 @@ def section_start(path: str, task_id: str) -> int | None:
                 if line.startswith(b"== ") and marker_task(line.decode("utf-8", errors="replace")) == task_id:
                     found = offset
                 offset += len(line)
-    except OSError:
+    except OSError as e:  # not written yet, or being replaced: the documented None; readers poll again
+        log.debug("cannot read %s for %s's marker: %s", path, task_id, e)
         return None
     return found
 

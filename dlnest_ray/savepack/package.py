@@ -3,51 +3,38 @@
 ``_package.json`` is the single source of truth for which checkpoints exist. It is written atomically,
 after a checkpoint file is durable and *before* evicted files are deleted. A checkpoint file that the
 manifest does not name, or whose size or sha256 differs from the record, is never loaded as "latest".
+Names inside the package come from :mod:`.layout`; the manifest's content is a :class:`.records.Manifest`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
-import re
-import shutil
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
-from ..atomic import atomic_write_json
 from ..config import LoadedConfig, load_config, load_json, resolve_layout
 from ..errors import CheckpointError, ConfigError, PackageError
-from .checkpoint import CheckpointRecord, CheckpointWriter, file_matches, load_file, snapshot, write_file
-from .create import create_package_dir
+from . import layout
+from .checkpoint import CheckpointWriter, file_matches, load_file, snapshot, write_file
+from .create import create_package_dir, remove_tree, validate_name
+from .manifest_io import read_manifest, track_limits, write_manifest
+from .records import MANIFEST_VERSION, TRACK_KEYS, CheckpointRecord, Manifest, Segment
 from .tracks import TrackLimits, TrackState, admit, truncate
 
-__all__ = ["MANIFEST", "MANIFEST_VERSION", "SavePackage"]
+__all__ = ["ARGS", "CKPT_DIR", "MANIFEST", "MANIFEST_VERSION", "SavePackage"]
 
-MANIFEST = "_package.json"
-ARGS = "args.json"
-CKPT_DIR = "Checkpoints"
-MANIFEST_VERSION = 1
-_CKPT_RE = re.compile(r"^(?P<prefix>.*?)(?P<id>\d+)\.ckpt$")
+log = logging.getLogger(__name__)
 
-
-def _limits(args: Mapping[str, Any], source: str) -> TrackLimits:
-    ck = args.get("checkpoint_args")
-    try:
-        assert isinstance(ck, Mapping)
-        return TrackLimits(
-            fast=int(ck["max_ckpt_in_fast_track"]),
-            slow=int(ck["max_ckpt_in_slow_track"]),
-            dilation=int(ck["dilation_in_slow_track"]),
-            consistent=int(ck["max_ckpt_in_consistent_track"]),
-        )
-    except (AssertionError, KeyError, TypeError, ValueError):
-        raise ConfigError(
-            f"{source}: checkpoint_args needs integer max_ckpt_in_fast_track, max_ckpt_in_slow_track, "
-            "dilation_in_slow_track (>= 1) and max_ckpt_in_consistent_track"
-        ) from None
+# Older names of layout's constants, kept for code that imports them from here.
+MANIFEST = layout.MANIFEST_FILE
+ARGS = layout.ARGS_FILE
+CKPT_DIR = layout.CKPT_DIR
 
 
 class SavePackage:
@@ -60,7 +47,8 @@ class SavePackage:
         pkg.save_checkpoint(state, hold=False)
         pkg = SavePackage.open(path); pkg.state_dict()  # latest valid checkpoint
 
-    Checkpoint ids count saves from 0. Only one process may write a package at a time (rank 0).
+    Checkpoint ids count saves from 0. Only one process may write a package at a time (rank 0). Each
+    object has its own lock and background writer; :meth:`initFromAnExistSavePackage` keeps them.
     """
 
     def __init__(self, config_path: str | Path = "", freq_path: str | Path = "") -> None:
@@ -68,12 +56,9 @@ class SavePackage:
         self.path: Path | None = None
         self._loaded: LoadedConfig | None = None
         self._base_dir = Path.cwd()
-        self._meta: dict[str, Any] = {}
+        self._manifest = Manifest(checkpoints={}, next_ckpt_id=0)  # what the manifest on disk says
         self._tracks = TrackState()  # reserved: includes a save still being written
-        self._committed_tracks = TrackState()  # what the manifest on disk says
         self._limits: TrackLimits | None = None
-        self._records: dict[int, CheckpointRecord] = {}
-        self.prefix = "state_"
         self._lock = threading.RLock()
         self._writer = CheckpointWriter()
         self._last_snapshot: Any = None
@@ -107,9 +92,9 @@ class SavePackage:
             raise PackageError(f"this SavePackage already has a folder: {self.path}")
         source = str(self._loaded.root_config) if self._loaded else "config"
         if copy_files:  # first: it lists every missing key at once
-            layout = resolve_layout(self.args, self._base_dir, source=source)
-            root_dir, save_root = layout.root_dir, layout.save_root
-        limits = _limits(self.args, source)
+            found = resolve_layout(self.args, self._base_dir, source=source)
+            root_dir, save_root = found.root_dir, found.save_root
+        limits = track_limits(self.args, source)
         if not copy_files:
             if not isinstance(self.args.get("save_root"), str):
                 raise ConfigError(f"{source}: missing required key: save_root")
@@ -131,74 +116,41 @@ class SavePackage:
             description=description,
             seed=seed,
         )
-        self.args, self.path, self._meta = new.args, new.path, new.manifest_meta
-        self._meta["segments"] = []
-        self._limits = limits
+        manifest = Manifest.from_json(
+            {**new.manifest_meta, "version": MANIFEST_VERSION, "checkpoints": {}, "next_ckpt_id": 0}
+        )
         try:
-            (new.path / CKPT_DIR).mkdir()
-            self._write_manifest()
+            layout.ckpt_dir(new.path).mkdir()
+            write_manifest(new.path, manifest)
         except BaseException:
-            shutil.rmtree(new.path, ignore_errors=True)
-            self.path = None
+            remove_tree(new.path)
             raise
+        self.args, self.path, self._limits = new.args, new.path, limits
+        self._manifest, self._tracks = manifest, manifest.tracks
         return new.path
 
     # ----------------------------------------------------------------------------------- opening
     @classmethod
     def open(cls, path: str | Path) -> SavePackage:
         """Open an existing package (also a DLNest package, whose manifest has no checkpoint records)."""
-        p = Path(path).expanduser().resolve()
-        if not (p / MANIFEST).is_file() or not (p / ARGS).is_file():
-            raise PackageError(f"{p} is not a save package (it needs {MANIFEST} and {ARGS})")
         pkg = cls()
-        raw = load_json(p / MANIFEST)
-        args = load_json(p / ARGS)
-        args["root_file_path"] = str(p)  # the package may have been moved since it was written
-        pkg.args, pkg.path, pkg._base_dir = args, p, p
-        pkg._limits = _limits(args, str(p / ARGS))
-        pkg._load_manifest(raw)
+        pkg._open(path)
         return pkg
 
-    def _load_manifest(self, raw: dict[str, Any]) -> None:
-        assert self.path is not None
-        self.prefix = str(raw.get("prefix", "state_"))
-        fast, slow, cons = (
-            tuple(int(i) for i in raw.get(k, [])) for k in ("ckpt_fast", "ckpt_slow", "ckpt_consistent")
-        )
-        known = {
-            "prefix",
-            "ckpt_fast",
-            "ckpt_slow",
-            "ckpt_consistent",
-            "checkpoints",
-            "next_ckpt_id",
-            "version",
-        }
-        self._meta = {k: v for k, v in raw.items() if k not in known}
-        self._meta.setdefault("segments", [])
-        if "checkpoints" in raw:
-            self._records = {
-                int(k): CheckpointRecord.from_json(int(k), v) for k, v in raw["checkpoints"].items()
-            }
-            next_id = int(raw.get("next_ckpt_id", max(self._records, default=-1) + 1))
-        else:  # a DLNest package: adopt the tracked files that exist, without hashes
-            self._records = {}
-            for i in sorted(set(fast) | set(slow) | set(cons)):
-                f = self.ckpt_path(i)
-                if f.is_file():
-                    self._records[i] = CheckpointRecord(
-                        id=i,
-                        epoch=None,
-                        step=None,
-                        time=f.stat().st_mtime,
-                        bytes=f.stat().st_size,
-                        sha256=None,
-                    )
-            on_disk = [int(m["id"]) for f in self.ckpt_dir.glob("*.ckpt") if (m := _CKPT_RE.match(f.name))]
-            next_id = max([*on_disk, *self._records], default=-1) + 1
-        self._tracks = self._committed_tracks = TrackState(
-            fast=fast, slow=slow, consistent=cons, next_id=next_id
-        )
+    def _open(self, path: str | Path) -> None:
+        p = Path(path).expanduser().resolve()
+        if not layout.manifest_path(p).is_file() or not layout.args_path(p).is_file():
+            raise PackageError(
+                f"{p} is not a save package (it needs {layout.MANIFEST_FILE} and {layout.ARGS_FILE})"
+            )
+        args = load_json(layout.args_path(p))
+        args["root_file_path"] = str(p)  # the package may have been moved since it was written
+        limits = track_limits(args, str(layout.args_path(p)))
+        manifest = read_manifest(p)
+        with self._lock:
+            self.args, self.path, self._base_dir, self._loaded = args, p, p, None
+            self._limits, self._manifest, self._tracks = limits, manifest, manifest.tracks
+            self._last_snapshot = None  # buffers of another package's state: not reused
 
     # ----------------------------------------------------------------------------------- manifest
     def _require_path(self) -> Path:
@@ -209,22 +161,32 @@ class SavePackage:
         return self.path
 
     @property
+    def prefix(self) -> str:
+        """The checkpoint file prefix (DLNest's ``state_``, unless the manifest names another)."""
+        return self._manifest.prefix
+
+    @property
     def ckpt_dir(self) -> Path:
-        return self._require_path() / CKPT_DIR
+        return layout.ckpt_dir(self._require_path())
 
     def ckpt_path(self, ckpt_id: int) -> Path:
-        return self.ckpt_dir / f"{self.prefix}{ckpt_id}.ckpt"
+        return layout.ckpt_path(self._require_path(), ckpt_id, self.prefix)
+
+    @property
+    def manifest(self) -> Manifest:
+        """The manifest as last written (a frozen record: later writes replace it, never change it)."""
+        with self._lock:
+            return self._manifest
 
     @property
     def meta(self) -> dict[str, Any]:
-        """Manifest metadata other than tracks and records (seed, versions, segments, ...); a copy."""
+        """Manifest metadata other than tracks and records (seed, versions, segments as dicts...); a copy."""
         with self._lock:
-            return dict(self._meta)
+            return self._manifest.meta_json()
 
     @property
     def seed(self) -> int | None:
-        s = self._meta.get("seed")
-        return s if isinstance(s, int) else None
+        return self._manifest.seed
 
     @property
     def tracks(self) -> TrackState:
@@ -233,45 +195,52 @@ class SavePackage:
     @property
     def records(self) -> dict[int, CheckpointRecord]:
         with self._lock:
-            return dict(self._records)
+            return dict(self._manifest.checkpoints or {})
 
-    def _manifest(self) -> dict[str, Any]:
-        return {
-            **self._meta,
-            "version": MANIFEST_VERSION,
-            "prefix": self.prefix,
-            "ckpt_fast": list(self._committed_tracks.fast),
-            "ckpt_slow": list(self._committed_tracks.slow),
-            "ckpt_consistent": list(self._committed_tracks.consistent),
-            "next_ckpt_id": self._committed_tracks.next_id,
-            "checkpoints": {str(i): r.to_json() for i, r in sorted(self._records.items())},
-        }
-
-    def _write_manifest(self) -> None:
+    def _commit(self, manifest: Manifest) -> None:
+        """Write ``manifest``, then make it this object's: a failed write changes nothing."""
         with self._lock:
-            atomic_write_json(self._require_path() / MANIFEST, self._manifest())
+            write_manifest(self._require_path(), manifest)
+            self._manifest = manifest
 
     def update_meta(self, **changes: Any) -> None:
-        """Merge top-level metadata keys into the manifest and write it."""
+        """Merge top-level metadata keys into the manifest and write it (not the checkpoint keys, which
+        only saving and :meth:`set_ckpt_id` change)."""
+        refused = sorted(set(changes) & set(TRACK_KEYS))
+        if refused:
+            raise PackageError(f"update_meta cannot change {', '.join(refused)}: they record the checkpoints")
         with self._lock:
-            self._meta.update(changes)
-            self._write_manifest()
+            self._commit(self._manifest.merged(changes))
 
-    def begin_segment(self, info: Mapping[str, Any]) -> int:
-        """Record the start of a run segment (train or resume); returns its index for ``end_segment``."""
+    # ----------------------------------------------------------------------------------- segments
+    def segments(self) -> list[Segment]:
+        """The run segments, oldest first."""
+        return list(self.manifest.segments)
+
+    def segment_of(self, task_id: str) -> Segment | None:
+        """The last segment a rank of queued task ``task_id`` recorded, or None (it never started)."""
+        return self.manifest.segment_of(task_id)
+
+    def begin_segment(self, info: Segment | Mapping[str, Any]) -> int:
+        """Record the start of a run segment (train or resume); returns its index for ``end_segment``.
+
+        ``info`` is a :class:`Segment` or its JSON form (the trainer's dict); ``started`` defaults to now.
+        """
+        segment = info if isinstance(info, Segment) else Segment.from_json(info)
+        if segment.started is None:
+            segment = replace(segment, started=time.time())
         with self._lock:
-            segs = list(self._meta.get("segments", []))
-            segs.append({"started": time.time(), **info})
-            self._meta["segments"] = segs
-            self._write_manifest()
-            return len(segs) - 1
+            segments = (*self._manifest.segments, segment)
+            self._commit(replace(self._manifest, segments=segments))
+            return len(segments) - 1
 
     def end_segment(self, index: int, **info: Any) -> None:
+        """Record the end of segment ``index`` now: ``status``, ``finished_epoch``, ``error``,
+        ``peak_gpu_mb`` (any other key is kept too)."""
         with self._lock:
-            segs = list(self._meta.get("segments", []))
-            segs[index] = {**segs[index], "ended": time.time(), **info}
-            self._meta["segments"] = segs
-            self._write_manifest()
+            segments = list(self._manifest.segments)
+            segments[index] = segments[index].merged({"ended": time.time(), **info})
+            self._commit(replace(self._manifest, segments=tuple(segments)))
 
     # ----------------------------------------------------------------------------------- checkpoints
     def save_checkpoint(
@@ -292,13 +261,13 @@ class SavePackage:
         assert self._limits is not None
         self._writer.wait()
         with self._lock:
-            committed = self._tracks
-            adm = admit(committed, self._limits, hold=hold)
+            adm = admit(self._tracks, self._limits, hold=hold)
             self._tracks = adm.state
         # The previous snapshot's buffers are free (its write finished above): copy into them.
         snap = self._last_snapshot = snapshot(state_dict, self._last_snapshot)
         path = self.ckpt_path(adm.ckpt_id)
         ckpt_dir = self.ckpt_dir
+        evicted = [self.ckpt_path(i) for i in adm.delete]
 
         def job() -> None:
             record = None
@@ -309,20 +278,18 @@ class SavePackage:
                     id=adm.ckpt_id, epoch=epoch, step=step, time=time.time(), bytes=nbytes, sha256=sha
                 )
             with self._lock:
+                records = dict(self._manifest.checkpoints or {})
                 if record is not None:
-                    self._records[adm.ckpt_id] = record
+                    records[adm.ckpt_id] = record
                 for i in adm.delete:
-                    self._records.pop(i, None)
-                self._committed_tracks = adm.state
-                self._write_manifest()
-            for i in adm.delete:
-                with contextlib.suppress(FileNotFoundError):
-                    self.ckpt_path(i).unlink()
+                    records.pop(i, None)
+                self._commit(replace(self._manifest.with_tracks(adm.state), checkpoints=records))
+            for f in evicted:
+                _unlink_if_there(f)
 
         def rollback() -> None:
-            with self._lock:
-                self._tracks = committed
-                self._committed_tracks = committed
+            with self._lock:  # back to what the manifest says (the old state, or the new one when only
+                self._tracks = self._manifest.tracks  # deleting an evicted file failed)
 
         self._writer.submit(job, on_error=rollback)
         if wait:
@@ -376,6 +343,7 @@ class SavePackage:
                 if rec.sha256 is not None:
                     raise  # verified bytes that do not load: not a torn write, report it
                 # adopted from DLNest without a hash: a torn file is only found by loading it
+                log.warning("%s does not load; trying the checkpoint before it", path)
         raise CheckpointError(f"package {self.path} has no valid checkpoint to load")
 
     def set_ckpt_id(self, ckpt_id: int) -> None:
@@ -385,50 +353,75 @@ class SavePackage:
         self.flush()
         with self._lock:
             new, dropped = truncate(self._tracks, ckpt_id)
-            self._tracks = self._committed_tracks = new
-            for i in list(self._records):
-                if i >= ckpt_id:
-                    self._records.pop(i)
-            self._write_manifest()
+            records = {i: r for i, r in (self._manifest.checkpoints or {}).items() if i < ckpt_id}
+            self._commit(replace(self._manifest.with_tracks(new), checkpoints=records))
+            self._tracks = new
         stale = set(dropped)
-        for f in self.ckpt_dir.glob(f"{self.prefix}*.ckpt"):
-            m = _CKPT_RE.match(f.name)
-            if m and m["prefix"] == self.prefix and int(m["id"]) >= ckpt_id:
-                stale.add(int(m["id"]))
+        for f in self.ckpt_dir.glob(layout.ckpt_glob(self.prefix)):
+            parsed = layout.parse_ckpt_name(f.name)
+            if parsed is not None and parsed[0] == self.prefix and parsed[1] >= ckpt_id:
+                stale.add(parsed[1])
         for i in stale:
-            with contextlib.suppress(FileNotFoundError):
-                self.ckpt_path(i).unlink()
+            _unlink_if_there(self.ckpt_path(i))
 
     def remove_temp_files(self) -> None:
         """Delete temp files of a writer killed mid-write (call only as the package's one writer)."""
-        for f in [*self.ckpt_dir.glob(".*.tmp-*"), *self._require_path().glob(".*.tmp-*")]:
-            with contextlib.suppress(OSError):
+        root = self._require_path()
+        for f in [*self.ckpt_dir.glob(layout.TEMP_GLOB), *root.glob(layout.TEMP_GLOB)]:
+            try:
                 f.unlink()
+            except FileNotFoundError:
+                pass  # removed meanwhile: what was wanted
+            except OSError as e:
+                log.warning("cannot remove the temp file %s: %s", f, e)
 
-    # ----------------------------------------------------------------------------------- output
+    # ----------------------------------------------------------------------------------- files
     def output_path(self, rank: int | None = None) -> Path:
-        name = "_output.txt" if rank is None or rank < 0 else f"_output_{rank}.txt"
-        return self._require_path() / name
+        return layout.output_path(self._require_path(), rank)
 
     def output_file(self, rank: int | None = None) -> IO[str]:
         """``_output.txt`` (or ``_output_<rank>.txt``) opened for appending, line-buffered."""
         return open(self.output_path(rank), "a", buffering=1, encoding="utf-8")
+
+    def save_visual_string(self, s: str) -> Path:
+        """Create an empty file named ``s`` at the package root, a marker seen in a file browser (DLNest's
+        ``saveVisualString``, e.g. ``"desc: lr 3e-3"``); returns its path. ``s`` must be a plain file
+        name, refused as a package name is (separators, ``..``, leading dot, empty) and refused when
+        dlnest-ray uses that name itself; an existing file of that name is kept as it is."""
+        name = validate_name(s)
+        if layout.is_reserved(name):
+            raise PackageError(f"{name!r} is a name the save package uses itself; choose another marker")
+        target = self._require_path() / name
+        try:
+            target.touch(exist_ok=True)
+        except OSError as e:
+            raise PackageError(f"cannot create the marker file {target}: {e.strerror or e}") from None
+        return target
 
     # ----------------------------------------------------------------------------------- DLNest names
     giveArgs = give_args
     saveToNewDir = save_to_new_dir
     getStateDict = state_dict
     setCkptID = set_ckpt_id
+    saveVisualString = save_visual_string
 
     def saveACheckpoint(self, stateDict: Any, holdThisCheckpoint: bool = False) -> int:
         return self.save_checkpoint(stateDict, hold=holdThisCheckpoint)
 
     def initFromAnExistSavePackage(self, packagePath: str | Path) -> None:
-        other = SavePackage.open(packagePath)
-        self.__dict__.update(other.__dict__)
+        """Make this object the package at ``packagePath`` (DLNest's way to open one). A checkpoint this
+        object is still writing is finished first; the object keeps its own lock and writer."""
+        self.flush()
+        self._open(packagePath)
 
     def getOutputFile(self, rank: int = -1) -> IO[str]:
         return self.output_file(None if rank < 0 else rank)
 
     def __repr__(self) -> str:
         return f"SavePackage({str(self.path) if self.path else 'unsaved'!r})"
+
+
+def _unlink_if_there(path: Path) -> None:
+    # An evicted or stale file already gone (a crash between manifest and delete): nothing to log.
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()

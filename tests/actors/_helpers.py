@@ -26,7 +26,11 @@ class Clock:
 
 def info(center: Center, task_id: str) -> dict[str, Any]:
     """``get_task_info(include_finished=True)`` entry of one task."""
-    found = [t for t in center.get_task_info(include_finished=True) if t["task_id"] == task_id]
+    found = [
+        t
+        for t in [t.to_row() for t in center.get_task_info(include_finished=True)]
+        if t["task_id"] == task_id
+    ]
     assert len(found) == 1, f"{task_id} not listed once"
     return found[0]
 
@@ -41,7 +45,9 @@ def launched(launcher: FakeLauncher) -> list[tuple[str, str | None, tuple[int, .
 
 
 def gpu_row(center: Center, gpu: int, node: str = "node-0") -> dict[str, Any]:
-    rows = [d for d in center.get_devices_info() if d["node"] == node and d["gpu"] == gpu]
+    rows = [
+        d for d in [d.to_json() for d in center.get_devices_info()] if d["node"] == node and d["gpu"] == gpu
+    ]
     assert len(rows) == 1
     return rows[0]
 

@@ -59,14 +59,14 @@ def test_continue_without_checkpoints_is_refused(center: Center, project: Path):
     center.task_finished(tid, "FAILED", error="x")
     with pytest.raises(DlnestError, match="no valid checkpoint"):
         center.continue_train(info(center, tid)["package"])
-    assert len(center.get_task_info(include_finished=True)) == 1
+    assert len([t.to_row() for t in center.get_task_info(include_finished=True)]) == 1
 
 
 def test_continue_from_a_missing_checkpoint_is_refused(center: Center, project: Path):
     pkg = _package_with_checkpoints(center, project, n=2)
     with pytest.raises(DlnestError, match="checkpoint 5"):
         center.continue_train(str(pkg), ckpt_id=5)
-    assert len(center.get_task_info(include_finished=True)) == 1
+    assert len([t.to_row() for t in center.get_task_info(include_finished=True)]) == 1
 
 
 def test_continue_from_a_damaged_checkpoint_is_refused(center: Center, project: Path):
@@ -74,7 +74,7 @@ def test_continue_from_a_damaged_checkpoint_is_refused(center: Center, project: 
     SavePackage.open(pkg).ckpt_path(1).write_bytes(b"garbage")
     with pytest.raises(DlnestError, match="damaged"):
         center.continue_train(str(pkg), ckpt_id=1)
-    assert len(center.get_task_info(include_finished=True)) == 1
+    assert len([t.to_row() for t in center.get_task_info(include_finished=True)]) == 1
 
 
 def test_continue_of_a_busy_package_is_refused(center: Center, project: Path):
@@ -106,7 +106,7 @@ def test_continue_of_a_non_package_is_refused(center: Center, tmp_path: Path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DlnestError):
         center.continue_train(str(tmp_path / "empty"))
-    assert center.get_task_info(include_finished=True) == []
+    assert [t.to_row() for t in center.get_task_info(include_finished=True)] == []
 
 
 def test_continue_with_an_impossible_request_is_refused(center: Center, project: Path):
@@ -115,7 +115,7 @@ def test_continue_with_an_impossible_request_is_refused(center: Center, project:
         center.continue_train(str(pkg), memory_mb=40000)
     with pytest.raises(DlnestError, match="placement"):
         center.continue_train(str(pkg), placement="nope")
-    assert len(center.get_task_info(include_finished=True)) == 1
+    assert len([t.to_row() for t in center.get_task_info(include_finished=True)]) == 1
 
 
 def test_continue_after_a_real_cpu_training(center: Center, launcher: FakeLauncher, tmp_path: Path):

@@ -31,7 +31,7 @@ def test_delete_pending_cancels_at_once_and_never_launches(
     center.schedule()
     assert c not in [x[0] for x in launched(launcher)]
     assert status(center, c) == "CANCELLED"
-    assert c not in [t["task_id"] for t in center.get_task_info()]
+    assert c not in [t["task_id"] for t in [t.to_row() for t in center.get_task_info()]]
     assert status(center, b) == "RUNNING"
 
 
@@ -104,7 +104,7 @@ def test_finished_keeps_error_and_output_tail(center: Center, clock: Clock, proj
     a = center.run_train(str(project), memory_mb=1000)
     clock.advance(30)
     center.task_finished(a, "FAILED", error="ValueError: bad", output_tail=["epoch 1", "Traceback ..."])
-    assert a not in [t["task_id"] for t in center.get_task_info()]
+    assert a not in [t["task_id"] for t in [t.to_row() for t in center.get_task_info()]]
     rec = info(center, a)
     assert rec["status"] == "FAILED"
     assert rec["error"] == "ValueError: bad"
@@ -119,8 +119,12 @@ def test_finished_tasks_leave_the_default_list(center: Center, project: Path):
     c = center.run_train(str(project), placement="cpu")
     center.task_finished(b, "SUCCEEDED")
     center.task_finished(c, "FAILED", error="x")
-    assert [t["task_id"] for t in center.get_task_info()] == [a]
-    assert [t["task_id"] for t in center.get_task_info(include_finished=True)] == [a, b, c]
+    assert [t["task_id"] for t in [t.to_row() for t in center.get_task_info()]] == [a]
+    assert [t["task_id"] for t in [t.to_row() for t in center.get_task_info(include_finished=True)]] == [
+        a,
+        b,
+        c,
+    ]
 
 
 @pytest.mark.parametrize("late", ["FAILED", "SUCCEEDED", "CANCELLED"])
@@ -136,7 +140,7 @@ def test_duplicate_or_late_report_is_ignored(center: Center, clock: Clock, proje
 def test_report_for_unknown_task_is_ignored(center: Center, project: Path):
     a = center.run_train(str(project), memory_mb=1000)
     center.task_finished("T_0999", "SUCCEEDED")
-    assert [t["task_id"] for t in center.get_task_info(include_finished=True)] == [a]
+    assert [t["task_id"] for t in [t.to_row() for t in center.get_task_info(include_finished=True)]] == [a]
 
 
 def test_a_finished_report_frees_the_reservation(center: Center, project: Path):

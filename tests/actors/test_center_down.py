@@ -50,7 +50,7 @@ def test_down_force_keeps_a_pending_run_queued_for_the_next_up(
     assert [t[0] for t in launched(launcher)] == [a, b]  # ... and nothing took it
     assert (status(center, a), status(center, b), status(center, c)) == ("CANCELLED", "CANCELLED", "PENDING")
     assert "draining: `dlnest-ray down` has begun" in _log(center)
-    assert center.get_settings()["draining"] is True
+    assert center.get_settings().draining is True
 
     # the center is killed and the head stopped; the next `up` makes a new center on the same home
     clock.advance(60)

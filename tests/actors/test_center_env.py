@@ -24,7 +24,7 @@ def test_the_environment_reaches_the_launch_and_is_listed_nowhere(
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE((home / "env").stat().st_mode) == 0o700
     assert "s3cret" not in (home / "center.json").read_text()
-    assert "s3cret" not in json.dumps(center.get_task_info(include_finished=True))
+    assert "s3cret" not in json.dumps([t.to_row() for t in center.get_task_info(include_finished=True)])
     assert "s3cret" not in "\n".join(center.get_dlnest_output()["lines"])
     center.task_finished(a, "SUCCEEDED")
     assert not path.exists()  # nothing secret lingers once the task ended

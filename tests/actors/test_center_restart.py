@@ -16,7 +16,7 @@ from ._helpers import Clock, info, launched, status
 
 
 def _pending_ids(center: Center) -> list[str]:
-    return [t["task_id"] for t in center.get_task_info() if t["status"] == "PENDING"]
+    return [t["task_id"] for t in [t.to_row() for t in center.get_task_info()] if t["status"] == "PENDING"]
 
 
 def test_restart_keeps_queue_reattaches_and_continues_ids(
@@ -26,24 +26,27 @@ def test_restart_keeps_queue_reattaches_and_continues_ids(
     center = Center(home=home, launcher=first_launcher, devices=devices, clock=clock)
     ids = [center.run_train(str(project), memory_mb=12000) for _ in range(20)]
     assert ids[0] == "T_0001" and ids[-1] == "T_0020"
-    running = [t["task_id"] for t in center.get_task_info() if t["status"] == "RUNNING"]
+    running = [t["task_id"] for t in [t.to_row() for t in center.get_task_info()] if t["status"] == "RUNNING"]
     assert running == ["T_0001", "T_0002"]
     pending = _pending_ids(center)
     assert pending == ids[2:]
-    before = {t["task_id"]: t for t in center.get_task_info()}
+    before = {t["task_id"]: t for t in [t.to_row() for t in center.get_task_info()]}
     del center  # the actor dies; its supervisors live on
 
     launcher = FakeLauncher(running=set(first_launcher.running))
     clock.advance(60)
     center = Center(home=home, launcher=launcher, devices=devices, clock=clock)
     assert _pending_ids(center) == pending  # none lost, same order
-    for t in center.get_task_info():
+    for t in [t.to_row() for t in center.get_task_info()]:
         old = before[t["task_id"]]
         for key in ("status", "package", "node", "gpus", "mb_per_gpu", "submitted_at", "started_at"):
             assert t[key] == old[key], (t["task_id"], key)
     assert [status(center, t) for t in running] == ["RUNNING", "RUNNING"]
     assert launcher.launched == []  # re-attached, not launched again
-    assert sorted(r["reserved_mb"] for r in center.get_devices_info()) == [12000, 12000]
+    assert sorted(r["reserved_mb"] for r in [d.to_json() for d in center.get_devices_info()]) == [
+        12000,
+        12000,
+    ]
     assert any("re-attached" in line for line in center.get_dlnest_output()["lines"])
 
     center.task_finished("T_0001", "SUCCEEDED")
@@ -62,7 +65,7 @@ def test_restart_keeps_settings(make_center, project: Path):
     center.change_max_task_per_device(3)
     center = make_center()
     assert center.delay_s == 7.0
-    assert [r["enabled"] for r in center.get_devices_info()] == [False, True]
+    assert [r["enabled"] for r in [d.to_json() for d in center.get_devices_info()]] == [False, True]
     center.change_max_task_per_device(1)
     a = center.run_train(str(project), memory_mb=100)
     b = center.run_train(str(project), memory_mb=100)
@@ -102,7 +105,7 @@ def test_run_gone_at_restart_succeeded_from_segment(
     rec = info(center, a)
     assert rec["status"] == "SUCCEEDED"
     assert rec["error"] == "" and rec["ended_at"] == clock.now
-    assert [r["reserved_mb"] for r in center.get_devices_info()] == [0, 0]
+    assert [r["reserved_mb"] for r in [d.to_json() for d in center.get_devices_info()]] == [0, 0]
 
 
 def test_run_gone_at_restart_failed_from_segment(

@@ -77,7 +77,7 @@ def test_cpu_tasks_start_even_when_gpus_are_full(center: Center, launcher: FakeL
 
 
 def test_devices_info_shows_reservations(center: Center, project: Path):
-    rows = center.get_devices_info()
+    rows = [d.to_json() for d in center.get_devices_info()]
     assert [
         (r["node"], r["gpu"], r["total_mb"], r["free_mb"], r["reserved_mb"], r["tasks"]) for r in rows
     ] == [
@@ -103,7 +103,7 @@ def test_change_devices_keeps_waiting_tasks_off_disabled_gpus(
 ):
     disabled = center.change_devices(["node-0:gpu0"])
     assert disabled == ["node-0:gpu1"]
-    assert [r["enabled"] for r in center.get_devices_info()] == [True, False]
+    assert [r["enabled"] for r in [d.to_json() for d in center.get_devices_info()]] == [True, False]
     a = center.run_train(str(project), memory_mb=12000)
     b = center.run_train(str(project), memory_mb=12000)
     assert launched(launcher) == [(a, "node-0", (0,), 12000)]
@@ -129,7 +129,7 @@ def test_change_devices_refuses_unknown_labels(center: Center, project: Path):
     with pytest.raises(DlnestError, match="node-0:gpu7"):
         center.change_devices(["node-0:gpu0", "node-0:gpu7"])
     # nothing changed
-    assert [r["enabled"] for r in center.get_devices_info()] == [False, True]
+    assert [r["enabled"] for r in [d.to_json() for d in center.get_devices_info()]] == [False, True]
 
 
 def test_disabling_does_not_stop_running_tasks(center: Center, project: Path):
@@ -183,8 +183,8 @@ def test_ddp_gets_distinct_gpus(center: Center, launcher: FakeLauncher, project:
     assert launched(launcher) == [(tid, "node-0", (0, 1), 4000)]
     rec = info(center, tid)
     assert rec["gpus"] == [0, 1] and rec["gpus_requested"] == 2
-    assert [r["reserved_mb"] for r in center.get_devices_info()] == [4000, 4000]
-    assert all(r["tasks"] == [tid] for r in center.get_devices_info())
+    assert [r["reserved_mb"] for r in [d.to_json() for d in center.get_devices_info()]] == [4000, 4000]
+    assert all(r["tasks"] == [tid] for r in [d.to_json() for d in center.get_devices_info()])
 
 
 def test_ddp_default_memory_and_waiting(center: Center, launcher: FakeLauncher, project: Path):
@@ -200,7 +200,7 @@ def test_ddp_default_memory_and_waiting(center: Center, launcher: FakeLauncher, 
 def test_two_nodes_best_fit_and_ddp_on_one_node(launcher: FakeLauncher, home: Path, clock, project: Path):
     devices = FakeDevices(nodes=("a", "b"), probe=FakeProbe(count=2, total_mb=16000))
     center = Center(home=home, launcher=launcher, devices=devices, clock=clock)
-    assert {(r["node"], r["gpu"]) for r in center.get_devices_info()} == {
+    assert {(r["node"], r["gpu"]) for r in [d.to_json() for d in center.get_devices_info()]} == {
         ("a", 0),
         ("a", 1),
         ("b", 0),
@@ -242,7 +242,7 @@ def test_launch_failure_fails_the_task_and_frees_the_gpu(make_center, home: Path
     assert rec["status"] == "FAILED"
     assert "launch failed" in rec["error"] and "no supervisor for you" in rec["error"]
     assert rec["ended_at"] is not None
-    assert [r["reserved_mb"] for r in center.get_devices_info()] == [0, 0]
+    assert [r["reserved_mb"] for r in [d.to_json() for d in center.get_devices_info()]] == [0, 0]
     b = center.run_train(str(project), memory_mb=16000)
     c = center.run_train(str(project), memory_mb=16000)
     assert [x[:3] for x in launched(launcher)] == [(b, "node-0", (0,)), (c, "node-0", (1,))]
@@ -332,7 +332,9 @@ def test_queries_are_answered_while_a_pass_waits_for_a_slow_device_read(make_cen
     worker.start()
     assert devices.reading.wait(10)  # the pass is now blocked inside the device read
     answered: list[object] = []
-    query = threading.Thread(target=lambda: answered.append(center.get_task_info(include_finished=True)))
+    query = threading.Thread(
+        target=lambda: answered.append([t.to_row() for t in center.get_task_info(include_finished=True)])
+    )
     query.start()
     query.join(timeout=10)
     assert answered, "get_task_info waited for the blocked device read"

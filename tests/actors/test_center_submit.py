@@ -70,7 +70,7 @@ def test_freq_config_is_merged(center: Center, project: Path, tmp_path: Path):
 
 
 def _assert_nothing_created(center: Center, launcher: FakeLauncher, project: Path | None) -> None:
-    assert center.get_task_info(include_finished=True) == []
+    assert [t.to_row() for t in center.get_task_info(include_finished=True)] == []
     assert launcher.launched == []
     if project is not None:
         assert packages(project) == []
@@ -188,6 +188,8 @@ def test_name_by_desc_refuses_bad_and_taken_names(center: Center, launcher: Fake
     first = center.run_train(str(project), description="same", name_by_desc=True, placement="cpu")
     with pytest.raises(DlnestError, match="already exists"):
         center.run_train(str(project), description="same", name_by_desc=True, placement="cpu")
-    assert [t["task_id"] for t in center.get_task_info(include_finished=True)] == [first]
+    assert [t["task_id"] for t in [t.to_row() for t in center.get_task_info(include_finished=True)]] == [
+        first
+    ]
     assert [p.name for p in packages(project)] == ["same"]
     assert center.run_train(str(project), placement="cpu") == "T_0002"

@@ -36,6 +36,8 @@ from dlnest_ray.cli.shell.panes import (
 )
 from dlnest_ray.cli.shell.state import ShellState, poll_once
 from dlnest_ray.errors import DlnestError
+from dlnest_ray.records import DeviceInfo
+from dlnest_ray.tasks import TaskRecord
 
 
 def text_of(fragments: list[tuple[str, str]]) -> str:
@@ -280,11 +282,11 @@ class FakeClient:
         self.asked.append(("center", offset))
         return {"offset": offset, "end": len(self.center), "missed": 0, "lines": self.center[offset:]}
 
-    def get_task_info(self, include_finished: bool = False) -> list[dict[str, Any]]:
-        return self.tasks
+    def get_task_info(self, include_finished: bool = False) -> list[TaskRecord]:
+        return [TaskRecord.from_json({"submitted_at": 0.0, "kind": t["task_id"][0], **t}) for t in self.tasks]
 
-    def get_devices_info(self) -> list[dict[str, Any]]:
-        return [{"node": "n", "gpu": 0, "total_mb": 1, "free_mb": 1, "reserved_mb": 0}]
+    def get_devices_info(self) -> list[DeviceInfo]:
+        return [DeviceInfo(node="n", gpu=0, total_mb=1, free_mb=1, reserved_mb=0)]
 
     def get_analyze_output(self, task_id: str, offset: int = 0, wait_s: float = 0.0) -> dict[str, Any]:
         self.asked.append((task_id, offset))
@@ -354,3 +356,15 @@ def test_importing_the_shell_command_is_light() -> None:
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_every_cli_verb_is_a_shell_verb_or_refused_with_a_reason() -> None:
+    """A new `dlnest-ray` command cannot be missing from the shell: it runs there (CLI_VERBS) or is
+    refused with a reason (REFUSED); the shell's own verbs do not shadow a CLI command by accident."""
+    from dlnest_ray.cli.app import app
+    from dlnest_ray.cli.shell.commands import CLI_VERBS, REFUSED, SHELL_VERBS
+
+    commands = set(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+    assert commands == set(CLI_VERBS) | set(REFUSED) | {"watch", "exp"}
+    assert not set(CLI_VERBS) & set(REFUSED)
+    assert set(SHELL_VERBS) & commands == {"watch", "exp"}  # same meaning in the shell, its own output

@@ -17,8 +17,10 @@ import pytest
 from dlnest_ray import SavePackage
 from dlnest_ray.cli import queue
 from dlnest_ray.cli.tables import latest_metrics_text, task_latest_metrics, tasks_table, with_latest_metrics
+from dlnest_ray.records import CenterState
 from dlnest_ray.runtime.trainer import TrainOptions, train
 from dlnest_ray.savepack.metrics import METRICS_FILE, MetricsLog, latest_metrics, read_metrics
+from dlnest_ray.tasks import TaskRecord
 from tests.projects import isolated_imports, write_project
 
 
@@ -99,11 +101,11 @@ def test_tasks_command_json_and_table(trained, monkeypatch, capsys):
     class Client:
         draining = False
 
-        def get_task_info(self, include_finished: bool = False) -> list[dict[str, Any]]:
-            return [dict(r) for r in rows]
+        def get_task_info(self, include_finished: bool = False) -> list[TaskRecord]:
+            return [TaskRecord.from_json({"kind": "T", **r}) for r in rows]
 
-        def center_state(self) -> dict[str, Any]:
-            return {"draining": self.draining, "authenticated": True}
+        def center_state(self) -> CenterState:
+            return CenterState(draining=self.draining, authenticated=True)
 
     client = Client()
     monkeypatch.setattr(queue, "connect_client", lambda address, create: client)

@@ -105,7 +105,7 @@ def term(cluster_env: dict[str, str]) -> Iterator[Term]:
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "TMUX")} | cluster_env
     env["OMP_NUM_THREADS"] = "2"
     t = Term(socket=f"dlr-shell-{os.getpid()}", env=env)
-    command = f"{sys.executable} -c 'from dlnest_ray.cli.shell import run_shell; run_shell()'"
+    command = f"{sys.executable} -m dlnest_ray shell"
     cwd = cluster_env["BASE"]
     t.tmux("new-session", "-d", "-s", "shell", "-x", "160", "-y", "48", "-c", cwd, command)
     try:

@@ -61,7 +61,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 def tasks(client: Any) -> dict[str, dict[str, Any]]:
-    return {t["task_id"]: t for t in client.get_task_info(include_finished=True)}
+    return {t["task_id"]: t for t in [t.to_row() for t in client.get_task_info(include_finished=True)]}
 
 
 def wait_for(pred: Callable[[], bool], timeout: float = 180.0, what: str = "condition") -> None:
@@ -89,7 +89,7 @@ def run(*args: object, out: io.StringIO | None = None) -> Cli:
 
 
 def reserved(client: Any) -> dict[int, int]:
-    return {d["gpu"]: d["reserved_mb"] for d in client.get_devices_info()}
+    return {d["gpu"]: d["reserved_mb"] for d in [d.to_json() for d in client.get_devices_info()]}
 
 
 @pytest.fixture(scope="module")

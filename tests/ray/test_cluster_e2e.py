@@ -38,7 +38,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 def tasks(client: Any) -> dict[str, dict[str, Any]]:
-    return {t["task_id"]: t for t in client.get_task_info(include_finished=True)}
+    return {t["task_id"]: t for t in [t.to_row() for t in client.get_task_info(include_finished=True)]}
 
 
 def wait_for(pred: Callable[[], bool], timeout: float = 120.0, what: str = "condition") -> None:
@@ -56,7 +56,7 @@ def wait_done(client: Any, ids: list[str], timeout: float = 180.0) -> dict[str, 
 
 
 def node_of(client: Any) -> str:
-    return str(client.get_devices_info()[0]["node"])
+    return client.get_devices_info()[0].node
 
 
 def test_two_runs_share_gpu0_and_a_third_waits_then_starts(client: Any, tmp_path: Path) -> None:
@@ -70,7 +70,7 @@ def test_two_runs_share_gpu0_and_a_third_waits_then_starts(client: Any, tmp_path
         assert all(now[i]["gpus"] == [0] and now[i]["mb_per_gpu"] == 8000 for i in ids[:2])
         assert now[ids[2]]["status"] == "PENDING"
         assert now[ids[2]]["wait_reason"] == f"needs 8000 MB on 1 GPU; best free is 0 MB on {node}:gpu0"
-        reserved = {d["gpu"]: d["reserved_mb"] for d in client.get_devices_info()}
+        reserved = {d["gpu"]: d["reserved_mb"] for d in [d.to_json() for d in client.get_devices_info()]}
         assert reserved == {0: 16000, 1: 0}
         done = wait_done(client, ids)
     finally:
@@ -82,7 +82,7 @@ def test_two_runs_share_gpu0_and_a_third_waits_then_starts(client: Any, tmp_path
         seg = pkg.meta["segments"][-1]
         assert (seg["status"], seg["task_id"], seg["cuda_visible_devices"]) == ("succeeded", i, "0")
         assert pkg.latest_valid_id() is not None
-    assert {d["reserved_mb"] for d in client.get_devices_info()} == {0}
+    assert {d["reserved_mb"] for d in [d.to_json() for d in client.get_devices_info()]} == {0}
 
 
 def test_ddp_two_ranks_through_ray(client: Any, tmp_path: Path) -> None:
@@ -126,7 +126,7 @@ def test_del_of_a_running_ddp_run_leaves_no_process_and_a_loadable_ckpt(client: 
     assert time.monotonic() - t0 < 60
     state = SavePackage.open(package).state_dict()  # the latest valid checkpoint loads
     assert state["finished_epoch"] >= 0
-    assert {d["reserved_mb"] for d in client.get_devices_info()} == {0}
+    assert {d["reserved_mb"] for d in [d.to_json() for d in client.get_devices_info()]} == {0}
 
 
 def test_center_restart_keeps_the_queue_and_reattaches_running_runs(client: Any, tmp_path: Path) -> None:

@@ -37,12 +37,12 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 def test_runs_land_on_both_nodes(client: Any, tmp_path: Path) -> None:
-    devices = client.get_devices_info()
+    devices = [d.to_json() for d in client.get_devices_info()]
     nodes = sorted({d["node"] for d in devices})
     assert len(nodes) == 2 and len(devices) == 4
     cfg = write_project(tmp_path / "p", epochs=1)
     ids = [client.run_train(str(cfg), memory_mb=14000) for _ in range(4)]
-    rows = {t["task_id"]: t for t in client.get_task_info()}
+    rows = {t["task_id"]: t for t in [t.to_row() for t in client.get_task_info()]}
     # each node has one CPU: one run per node at a time, the others wait for a CPU (not for Ray)
     running = [rows[i] for i in ids if rows[i]["status"] == "RUNNING"]
     assert sorted(r["node"] for r in running) == nodes
@@ -50,7 +50,7 @@ def test_runs_land_on_both_nodes(client: Any, tmp_path: Path) -> None:
     assert len(waiting) == 2 and all("needs 1 CPU on the node of" in r["wait_reason"] for r in waiting)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
-        done = {t["task_id"]: t for t in client.get_task_info(include_finished=True)}
+        done = {t["task_id"]: t for t in [t.to_row() for t in client.get_task_info(include_finished=True)]}
         if all(done[i]["status"] in ("SUCCEEDED", "FAILED", "CANCELLED") for i in ids):
             break
         time.sleep(0.5)

@@ -27,23 +27,28 @@ when it runs, so ``dlnest-ray --help`` stays instant.
 
 from __future__ import annotations
 
-from ..cluster import AddressOpt
+from typing import Any
+
+import typer
+
+from ..options import AddressOpt
 
 __all__ = ["run_shell", "shell"]
 
 
-def run_shell(address: str | None = None) -> None:
+def run_shell(cli_command: Any, address: str | None = None) -> None:
     """Run the shell on the cluster at ``address`` (default: as every command finds it) until
-    ``exit``, Ctrl-D or Ctrl-C. Leaving never touches a task."""
+    ``exit``, Ctrl-D or Ctrl-C, with ``cli_command`` (the ``dlnest-ray`` click group) for its commands.
+    Leaving never touches a task."""
     from .app import run_shell as run
 
-    run(address)
+    run(cli_command, address)
 
 
-def shell(address: AddressOpt = None) -> None:
+def shell(ctx: typer.Context, address: AddressOpt = None) -> None:
     """A full-screen client: live task table, GPUs, the center's log and an analyzer's output, and a
     command line with history and completion (the same commands, plus `watch ID` and `withdraw`).
 
     `exit`, Ctrl-D or Ctrl-C leaves; running and pending tasks are never touched.
     """
-    run_shell(address)
+    run_shell(ctx.find_root().command, address)  # the commands of the app this one belongs to

@@ -46,7 +46,9 @@ from prompt_toolkit.output.vt100 import Vt100_Output
 from prompt_toolkit.styles import Style
 from prompt_toolkit.widgets import Frame
 
+from ...actors.jobs import JobState
 from ...errors import DlnestError
+from ...tasks import TaskKind
 from .commands import HELP, CliCall, CliRunner, Exp, Refuse, ShellVerb, Watch, install_streams, plan
 from .completion import CompletionContext, ShellCompleter, specs_from_click
 from .panes import (
@@ -72,8 +74,11 @@ STYLE = Style.from_dict(
         "echo": "bold",
     }
 )
-JOB_ENDED = ("SUCCEEDED", "FAILED", "INTERRUPTED")
 SCRIPTS_TTL_S = 10.0
+
+
+def _is_analyzer(task_id: str | None) -> bool:
+    return task_id is not None and TaskKind.of(task_id) is TaskKind.ANALYZE
 
 
 class SizedControl(FormattedTextControl):
@@ -157,7 +162,7 @@ class Shell:
         watched = self._snap.watched
         if watched is None:
             return "analyzer"
-        kind = "analyzer" if watched.startswith("A_") else "output of"
+        kind = "analyzer" if _is_analyzer(watched) else "output of"
         return f"{kind} {watched}" + ("" if self._snap.watched_alive else " (ended)")
 
     def _make_windows(self) -> dict[str, Window]:
@@ -277,7 +282,7 @@ class Shell:
         return CompletionContext(
             specs=self.specs,
             task_ids=self.state.task_ids(),
-            watched=self.state.watched if (self.state.watched or "").startswith("A_") else None,
+            watched=self.state.watched if _is_analyzer(self.state.watched) else None,
             scripts_for=self._scripts_for,
         )
 
@@ -339,14 +344,14 @@ class Shell:
         self._start_watching(task_id)
 
     def _watch_if_known(self, task_id: str) -> None:
-        ids = {str(t["task_id"]) for t in self.client.get_task_info(include_finished=True)}
+        ids = {t.task_id for t in self.client.get_task_info(include_finished=True)}
         if task_id not in ids:
             raise DlnestError(f"no task {task_id!r}; `tasks --all` lists them")
         self._start_watching(task_id)
 
     def _start_watching(self, task_id: str) -> None:
         self.state.watch(task_id)
-        if task_id.startswith("A_"):  # the CLI's `exp SCRIPT` then uses it too, as after `dlnest-ray watch`
+        if _is_analyzer(task_id):  # the CLI's `exp SCRIPT` then uses it too, as after `dlnest-ray watch`
             from ..analysis import remember_analyzer
 
             with contextlib.suppress(OSError):
@@ -392,7 +397,7 @@ class Shell:
         from ..analysis import _script_arg, remembered_analyzer
 
         watched = self.state.watched
-        task_id = action.task_id or (watched if watched and watched.startswith("A_") else None)
+        task_id = action.task_id or (watched if _is_analyzer(watched) else None)
         task_id = task_id or remembered_analyzer()
         if task_id is None:
             raise DlnestError("which analyzer? `watch A_ID` first, or `exp A_ID SCRIPT`")
@@ -405,10 +410,10 @@ class Shell:
 
         job = self.client.submit_exp(task_id, _script_arg(action.script), action.timeout_s, on_wait=waiting)
         offset = 0
-        while job["state"] not in JOB_ENDED:  # the lines reach the pane through the poller
+        while not JobState(job["state"]).is_terminal():  # the lines reach the pane through the poller
             out = self.client.poll_exp(task_id, int(job["job"]), offset, wait_s=1.0)
             offset, job = int(out["end"]), out["job"]
-        if job["state"] == "SUCCEEDED":
+        if JobState(job["state"]) is JobState.SUCCEEDED:
             result = f": result {job['result']}" if job.get("result") is not None else ""
             self.state.say(f"{action.script} on {task_id} succeeded{result}", "fg:ansigreen")
         else:
@@ -452,14 +457,12 @@ def _screen_only_for_us(log_path: Path) -> Iterator[tuple[TextIO, Any, Any]]:
         log.close()
 
 
-def run_shell(address: str | None = None) -> None:
-    """Connect to the cluster, take the terminal, and run the shell until ``exit``/Ctrl-D/Ctrl-C.
+def run_shell(cli_command: Any, address: str | None = None) -> None:
+    """Connect to the cluster, take the terminal, and run the shell until ``exit``/Ctrl-D/Ctrl-C;
+    ``cli_command`` is the ``dlnest-ray`` click group whose commands the shell runs.
 
     Leaving never deletes or stops a task: the shell only reads and submits."""
-    import typer
-
     from ...actors.store import default_home
-    from ..app import app as cli_app
     from ..cluster import connect_client
 
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
@@ -472,7 +475,7 @@ def run_shell(address: str | None = None) -> None:
         shell = Shell(
             client,
             history_path=home / "shell_history",
-            cli_command=typer.main.get_command(cli_app),
+            cli_command=cli_command,
             output=Vt100_Output.from_pty(tty),
         )
         shell.run((out, err))

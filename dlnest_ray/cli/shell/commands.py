@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from ...errors import DlnestError
+from ...tasks import TaskKind
 
 __all__ = [
     "CLI_VERBS",
@@ -126,9 +127,9 @@ def _parse_exp(words: list[str]) -> Action:
             return Refuse(message=f"exp: unknown option {w} (usage: exp [A_ID] SCRIPT [--timeout S])")
         rest.append(w)
         i += 1
-    if len(rest) == 2 and rest[0].startswith("A_"):
+    if len(rest) == 2 and TaskKind.of(rest[0]) is TaskKind.ANALYZE:
         return Exp(task_id=rest[0], script=rest[1], timeout_s=timeout)
-    if len(rest) == 1 and not rest[0].startswith("A_"):
+    if len(rest) == 1 and TaskKind.of(rest[0]) is not TaskKind.ANALYZE:
         return Exp(task_id=None, script=rest[0], timeout_s=timeout)
     return Refuse(message="usage: exp [A_ID] SCRIPT [--timeout S]")
 

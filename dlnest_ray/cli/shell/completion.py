@@ -13,6 +13,7 @@ from typing import Any
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 
+from ...tasks import TaskKind
 from .commands import CLI_VERBS, SHELL_VERBS
 
 __all__ = [
@@ -135,11 +136,11 @@ def candidates(text: str, ctx: CompletionContext) -> tuple[str, list[str]]:
         return word, _starting(ctx.task_ids, word)
     if verb == "exp":
         if position == 0:
-            analyzers = [t for t in ctx.task_ids if t.startswith("A_")]
+            analyzers = [t for t in ctx.task_ids if TaskKind.of(t) is TaskKind.ANALYZE]
             scripts = ctx.scripts_for(ctx.watched) if ctx.watched else []
             return word, _starting([*analyzers, *scripts], word)
         first = _positionals(before, spec)[0]
-        if position == 1 and first.startswith("A_"):
+        if position == 1 and TaskKind.of(first) is TaskKind.ANALYZE:
             return word, _starting(ctx.scripts_for(first), word)
         return word, []
     if verb in PATH_ARG_VERBS and (position == 0 or verb in MANY_PATHS):

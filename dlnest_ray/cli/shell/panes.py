@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..tables import task_devices, task_ran
+from ...tasks import TaskStatus
+from ..tables import row_status, task_devices, task_ran
 
 __all__ = [
     "WIDE_MIN_COLUMNS",
@@ -35,13 +36,12 @@ Fragments = list[tuple[str, str]]
 WIDE_MIN_COLUMNS = 120  # below this, panes side by side would be too narrow for a task row
 CURSOR = ("[SetCursorPosition]", "")
 STATUS_STYLE = {
-    "PENDING": "fg:ansiyellow",
-    "RUNNING": "fg:ansicyan",
-    "SUCCEEDED": "fg:ansigreen",
-    "FAILED": "fg:ansired",
-    "CANCELLED": "fg:ansimagenta",
+    TaskStatus.PENDING: "fg:ansiyellow",
+    TaskStatus.RUNNING: "fg:ansicyan",
+    TaskStatus.SUCCEEDED: "fg:ansigreen",
+    TaskStatus.FAILED: "fg:ansired",
+    TaskStatus.CANCELLED: "fg:ansimagenta",
 }
-ACTIVE = ("PENDING", "RUNNING")
 
 
 def choose_layout(columns: int) -> Literal["wide", "narrow"]:
@@ -138,16 +138,15 @@ def status_text(task: Mapping[str, Any]) -> str:
     if task.get("cancelling"):
         return f"{status} (stopping)"
     phase = str(task.get("phase") or "")
-    if status == "RUNNING" and phase and phase != "running":
+    if row_status(task) is TaskStatus.RUNNING and phase and phase != "running":
         return f"{status} ({phase})"
     return status
 
 
 def _note(task: Mapping[str, Any]) -> str:
-    status = str(task.get("status"))
-    if status == "PENDING":
+    if row_status(task) is TaskStatus.PENDING:
         return str(task.get("wait_reason") or "")
-    if status in ("FAILED", "CANCELLED") and task.get("error"):
+    if row_status(task) in (TaskStatus.FAILED, TaskStatus.CANCELLED) and task.get("error"):
         return str(task["error"])
     from ..tables import latest_metrics_text, task_latest_metrics  # cached per file: cheap every refresh
 
@@ -172,11 +171,21 @@ def _fit(text: str, width: int) -> str:
     return text.ljust(width)
 
 
+def _style(task: Mapping[str, Any]) -> str:
+    status = row_status(task)
+    return STATUS_STYLE[status] if status is not None else ""
+
+
+def _ended(task: Mapping[str, Any]) -> bool:
+    status = row_status(task)
+    return status is not None and status.is_terminal()
+
+
 def visible_tasks(tasks: Sequence[Mapping[str, Any]], *, finished: int = 5) -> list[Mapping[str, Any]]:
     """Every running or pending task, then the ``finished`` most recently ended ones, in id order:
     what a glance at the queue needs (``tasks --all`` in the shell lists everything)."""
-    active = [t for t in tasks if t.get("status") in ACTIVE]
-    ended = [t for t in tasks if t.get("status") not in ACTIVE]
+    active = [t for t in tasks if not _ended(t)]
+    ended = [t for t in tasks if _ended(t)]
     ended.sort(key=lambda t: float(t.get("ended_at") or t.get("submitted_at") or 0.0))
     keep = {id(t) for t in active + ended[-finished:]} if finished > 0 else {id(t) for t in active}
     return [t for t in tasks if id(t) in keep]
@@ -207,17 +216,16 @@ def tasks_fragments(
     if not rows:
         out += [("", "\n"), ("class:dim", _fit("no tasks: `run CONFIG` queues one", width).rstrip())]
     for t in rows:
-        status = str(t.get("status"))
         ran = task_ran(t, now)
         cells = [
             ("", _fit(str(t.get("task_id")), widths[0])),
-            (STATUS_STYLE.get(status, ""), _fit(status_text(t), widths[1])),
+            (_style(t), _fit(status_text(t), widths[1])),
             ("", _fit(task_devices(t), widths[2])),
             ("", _fit(_mb(t), widths[3])),
             ("", _fit(ran, widths[4])),
             ("", _fit(Path(str(t.get("package") or "")).name, widths[5])),
             ("", _fit(str(t.get("description") or ""), widths[6])),
-            ("fg:ansired" if status == "FAILED" else "", _fit(_note(t), widths[7])),
+            ("fg:ansired" if row_status(t) is TaskStatus.FAILED else "", _fit(_note(t), widths[7])),
         ]
         out.append(("", "\n"))
         out += _clip([(style, text + " ") for style, text in cells], width)

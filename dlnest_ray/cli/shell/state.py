@@ -20,6 +20,7 @@ from typing import Any
 
 from ...errors import DlnestError
 from ...savepack.outputs import TaskSection, section_start, task_output_name
+from ...tasks import TaskKind, TaskStatus
 from .panes import Fragments, LineLog, ansi_fragments
 
 __all__ = ["POLL_S", "Poller", "ShellState", "Snapshot", "poll_once"]
@@ -159,7 +160,7 @@ def _poll_run(state: ShellState, task_id: str, offset: int, generation: int) -> 
                     section.enter()
             f.seek(offset)
             data = f.read()
-    ended = str(task.get("status")) in ("SUCCEEDED", "FAILED", "CANCELLED")
+    ended = TaskStatus(str(task.get("status"))).is_terminal()
     with state.lock:
         if state.generation != generation:
             return
@@ -184,11 +185,11 @@ def poll_once(client: Any, state: ShellState) -> None:
             if step == "center":
                 _poll_center(client, state)
             elif step == "tasks":
-                rows = [dict(t) for t in client.get_task_info(include_finished=True)]
+                rows = [t.to_row() for t in client.get_task_info(include_finished=True)]
                 with state.lock:
                     state.tasks = rows
             elif step == "devices":
-                devices = [dict(d) for d in client.get_devices_info()]
+                devices = [d.to_json() for d in client.get_devices_info()]
                 with state.lock:
                     state.devices = devices
             else:
@@ -197,7 +198,7 @@ def poll_once(client: Any, state: ShellState) -> None:
                     alive, generation = state.watched_alive, state.generation
                 if watched is None or not alive:
                     continue
-                if watched.startswith("A_"):
+                if TaskKind.of(watched) is TaskKind.ANALYZE:
                     _poll_analyzer(client, state, watched, offset, generation)
                 else:
                     _poll_run(state, watched, offset, generation)
