@@ -36,7 +36,9 @@ ENV = {
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     import ray
 
-    from dlnest_ray.actors.client import NAMESPACE, Client, get_or_create_center
+    from dlnest_ray.actors.center_actor import get_or_create_center
+    from dlnest_ray.actors.client import Client
+    from dlnest_ray.actors.names import NAMESPACE
 
     home = tmp_path_factory.mktemp("home")
     saved = {k: os.environ.get(k) for k in [*ENV, "DLNEST_RAY_HOME"]}
@@ -219,7 +221,7 @@ def test_exp_timeout_interrupts_and_the_analyzer_stays(analyzer: str, mnist) -> 
 def test_ray_users_can_call_the_actor_directly(analyzer: str, mnist) -> None:
     import ray
 
-    from dlnest_ray.actors.client import NAMESPACE
+    from dlnest_ray.actors.names import NAMESPACE
 
     project, _, acc = mnist
     actor = ray.get_actor(analyzer, namespace=NAMESPACE)
@@ -229,7 +231,8 @@ def test_ray_users_can_call_the_actor_directly(analyzer: str, mnist) -> None:
 def test_a_center_restart_keeps_the_analyzer_usable(client: Any, analyzer: str, mnist) -> None:
     import ray
 
-    from dlnest_ray.actors.client import CENTER_NAME, NAMESPACE, Client
+    from dlnest_ray.actors.client import Client
+    from dlnest_ray.actors.names import CENTER_NAME, NAMESPACE
     from dlnest_ray.errors import DlnestError
 
     _, _, acc = mnist

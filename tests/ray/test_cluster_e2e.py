@@ -24,7 +24,9 @@ TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     import ray
 
-    from dlnest_ray.actors.client import NAMESPACE, Client, get_or_create_center
+    from dlnest_ray.actors.center_actor import get_or_create_center
+    from dlnest_ray.actors.client import Client
+    from dlnest_ray.actors.names import NAMESPACE
 
     os.environ["DLNEST_RAY_FAKE_GPUS"] = "2x16000"  # inherited by the workers Ray starts below
     os.environ["DLNEST_RAY_CANCEL_GRACE_S"] = "5"
@@ -132,7 +134,7 @@ def test_del_of_a_running_ddp_run_leaves_no_process_and_a_loadable_ckpt(client: 
 def test_center_restart_keeps_the_queue_and_reattaches_running_runs(client: Any, tmp_path: Path) -> None:
     import ray
 
-    from dlnest_ray.actors.client import get_center
+    from dlnest_ray.actors.names import get_center
 
     long_cfg = write_project(tmp_path / "long", epochs=3, step_sleep_s=0.3)
     running = [client.run_train(str(long_cfg), memory_mb=12000) for _ in range(2)]

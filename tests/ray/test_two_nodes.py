@@ -22,7 +22,9 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     import ray
     from ray.cluster_utils import Cluster
 
-    from dlnest_ray.actors.client import NAMESPACE, Client, get_or_create_center
+    from dlnest_ray.actors.center_actor import get_or_create_center
+    from dlnest_ray.actors.client import Client
+    from dlnest_ray.actors.names import NAMESPACE
 
     os.environ["DLNEST_RAY_FAKE_GPUS"] = "2x16000"  # every node's processes inherit it
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 2})
