@@ -61,6 +61,9 @@ class TaskKind(str, Enum):
     TRAIN = "T"
     ANALYZE = "A"
 
+    def __str__(self) -> str:
+        return self.value
+
     @classmethod
     def of(cls, task_id: str) -> TaskKind | None:
         """The kind of a task id (``T_…``/``A_…`` followed by digits), or None for anything else."""

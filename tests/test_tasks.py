@@ -160,3 +160,15 @@ def test_requeue_forgets_the_placement_and_keeps_the_place_in_the_queue():
     assert back.wait_reason == "waits for up"
     with pytest.raises(InvalidTransition):
         requeue(transition(running, S.SUCCEEDED, at=300.0), reason="")
+
+
+def test_status_kind_and_placement_print_as_their_values() -> None:
+    from dlnest_ray.actors.jobs import JobState
+
+    # Users print records from the Python client; they must read as `tasks` shows them.
+    assert [str(TaskStatus.SUCCEEDED), f"{TaskKind.TRAIN}", str(JobState.QUEUED), f"{Placement.DDP}"] == [
+        "SUCCEEDED",
+        "T",
+        "QUEUED",
+        "ddp",
+    ]

@@ -31,6 +31,9 @@ class JobState(str, Enum):
     FAILED = "FAILED"
     INTERRUPTED = "INTERRUPTED"
 
+    def __str__(self) -> str:
+        return self.value
+
     def is_terminal(self) -> bool:
         return self not in (JobState.QUEUED, JobState.RUNNING)
 

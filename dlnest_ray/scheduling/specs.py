@@ -28,6 +28,9 @@ class Placement(str, Enum):
     MULTI = "multi"  # one process, several GPUs when one does not fit (DLNest -mc)
     DDP = "ddp"  # one rank per GPU, GPUs of one node
 
+    def __str__(self) -> str:
+        return self.value
+
     @property
     def spreads(self) -> bool:
         return self in (Placement.MULTI, Placement.DDP)
