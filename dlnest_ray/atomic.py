@@ -68,12 +68,28 @@ def atomic_write(target: Path, *, durable: bool = True, mode: int | None = None)
     """
     target = Path(target)
     tmp = temp_path(target)
-    if mode is None:
-        f = open(tmp, "xb")  # noqa: SIM115 - closed below on every path
-    else:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        os.fchmod(fd, mode)  # the umask may have taken bits away; never adds any beyond ``mode``
-        f = os.fdopen(fd, "wb")
+    created = False
+
+    def opener(path: str, flags: int) -> int:
+        # ``open`` owns the descriptor once this returns (it closes it if anything after fails)
+        nonlocal created
+        fd = os.open(path, flags, 0o666 if mode is None else mode)  # created with ``mode`` at once
+        created = True
+        if mode is not None:
+            try:
+                os.fchmod(fd, mode)  # the umask may have taken bits away; never adds any beyond ``mode``
+            except BaseException:
+                os.close(fd)
+                raise
+        return fd
+
+    try:
+        f = open(tmp, "xb", opener=opener)  # noqa: SIM115 - closed below on every path
+    except BaseException:
+        if created:  # only ours: a name clash (``FileExistsError``) is someone else's file
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        raise
     try:
         yield f
         f.flush()

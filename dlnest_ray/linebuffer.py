@@ -59,10 +59,7 @@ class LineBuffer:
             now = time.strftime("%Y-%m-%d %H:%M:%S")
             lines = [f"[{now}] {line}" for line in lines]
         with self._cond:
-            for line in lines:
-                if len(self._lines) == self._lines.maxlen:
-                    self.start += 1
-                self._lines.append(line)
+            self._keep(lines)
             if self.path is not None:  # one write per batch: O_APPEND keeps batches of writers whole
                 try:
                     with open(self.path, "a", encoding="utf-8", errors="backslashreplace") as f:
@@ -76,10 +73,15 @@ class LineBuffer:
         """Put lines (already stamped) in the buffer as the oldest ones, without writing them to the file:
         what a restarted owner of the file had shown before."""
         with self._cond:
-            for line in lines:
-                if len(self._lines) == self._lines.maxlen:
-                    self.start += 1
-                self._lines.append(line)
+            self._keep(lines)
+
+    def _keep(self, lines: list[str]) -> None:
+        """Add ``lines`` after the newest, dropping the oldest past ``max_lines`` (``start`` moves on by
+        as many). The caller holds the lock."""
+        for line in lines:
+            if len(self._lines) == self._lines.maxlen:
+                self.start += 1
+            self._lines.append(line)
 
     def read(self, offset: int = 0) -> dict[str, Any]:
         """Lines from ``offset`` on, as ``{"offset", "end", "missed", "lines"}``: ``offset`` is the first

@@ -7,6 +7,7 @@ import shutil
 from importlib import resources
 from pathlib import Path
 
+from .config import load_json
 from .errors import ProjectError
 
 __all__ = ["create_project"]
@@ -36,7 +37,7 @@ def create_project(target: Path, *, mnist: bool, data_root: Path | None = None) 
     )
     if data_root is not None:
         cfg_path = target / "dataset_config.json"
-        cfg = json.loads(cfg_path.read_text())
+        cfg = load_json(cfg_path)  # a damaged file is named, with the line and column
         cfg.setdefault("dataset_config", {})["data_root"] = str(data_root.expanduser().resolve())
         cfg_path.write_text(json.dumps(cfg, indent=4) + "\n")
     return target

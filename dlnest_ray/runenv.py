@@ -45,6 +45,7 @@ DENY = frozenset(
         "LOCAL_WORLD_SIZE",
         "MASTER_ADDR",
         "MASTER_PORT",
+        "TORCH_NCCL_ASYNC_ERROR_HANDLING",
         # the submitting process and its terminal
         "PWD",
         "OLDPWD",
@@ -67,9 +68,6 @@ DENY = frozenset(
         "LS_COLORS",
         "DBUS_SESSION_BUS_ADDRESS",
         "XDG_RUNTIME_DIR",
-        "XDG_SESSION_ID",
-        "XDG_SESSION_TYPE",
-        "XDG_SESSION_CLASS",
         "XDG_VTNR",
         "XDG_SEAT",
         "SSH_AUTH_SOCK",
@@ -111,15 +109,30 @@ def captured_env(
     the names dlnest-ray sets itself per rank, which would be overwritten anyway)."""
     env = {k: v for k, v in environ.items() if not is_denied(k)} if capture else {}
     for name, value in (extra or {}).items():
-        if name.startswith(("RAY_", "DLNEST_RAY_")) or name in _SET_PER_RANK:
+        if _set_by_dlnest(name):
             raise DlnestError(f"--env {name}=...: dlnest-ray sets {name} itself for every rank")
         env[name] = value
     return env
 
 
+# Names dlnest-ray sets in every rank over the run's environment (actors/supervisor.py): a value given
+# for one would be overwritten, so it is refused rather than silently dropped.
 _SET_PER_RANK = frozenset(
-    {"CUDA_VISIBLE_DEVICES", "RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
+    {
+        "CUDA_VISIBLE_DEVICES",
+        "RANK",
+        "LOCAL_RANK",
+        "WORLD_SIZE",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "TORCH_NCCL_ASYNC_ERROR_HANDLING",
+    }
 )
+
+
+def _set_by_dlnest(name: str) -> bool:
+    """Whether dlnest-ray sets ``name`` itself for every rank (so the run's environment may not)."""
+    return name in _SET_PER_RANK or name.startswith(("RAY_", "DLNEST_RAY_"))
 
 
 def checked_env(env: object) -> dict[str, str]:
@@ -132,7 +145,7 @@ def checked_env(env: object) -> dict[str, str]:
     bad = [k for k, v in env.items() if not (isinstance(k, str) and _NAME.match(k) and isinstance(v, str))]
     if bad:
         raise DlnestError(f"the run's environment has bad entries: {', '.join(map(repr, bad[:5]))}")
-    clash = sorted(k for k in env if k in _SET_PER_RANK or k.startswith(("RAY_", "DLNEST_RAY_")))
+    clash = sorted(k for k in env if _set_by_dlnest(k))
     if clash:
         raise DlnestError(f"the run's environment sets {', '.join(clash)}, which dlnest-ray sets itself")
     return dict(env)

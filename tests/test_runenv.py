@@ -63,3 +63,31 @@ def test_the_center_checks_what_it_is_given() -> None:
         checked_env({"RAY_ADDRESS": "x"})
     with pytest.raises(DlnestError, match="must map"):
         checked_env(["A=1"])
+
+
+def test_torch_nccl_async_error_handling_is_set_per_rank_so_refused() -> None:
+    # the supervisor sets it in every rank over the run's environment: a given value would be lost
+    name = "TORCH_NCCL_ASYNC_ERROR_HANDLING"
+    with pytest.raises(DlnestError, match=f"dlnest-ray sets {name} itself"):
+        captured_env(SHELL, extra={name: "0"})
+    with pytest.raises(DlnestError, match=name):
+        checked_env({name: "0"})
+    assert is_denied(name)  # a shell that has it set still submits: it is left out, not refused
+    assert name not in captured_env({**SHELL, name: "0"})
+
+
+@pytest.mark.parametrize(
+    "name", ["XDG_SESSION_ID", "XDG_SESSION_TYPE", "XDG_SESSION_CLASS", "XDG_SESSION_DESKTOP"]
+)
+def test_xdg_session_variables_stay_denied(name: str) -> None:
+    assert is_denied(name) and name not in captured_env({name: "x", "A": "1"})
+
+
+@pytest.mark.parametrize(
+    "name", ["RANK", "MASTER_ADDR", "RAY_ADDRESS", "DLNEST_RAY_TASK", "TORCH_NCCL_ASYNC_ERROR_HANDLING"]
+)
+def test_submit_and_center_refuse_the_same_names(name: str) -> None:
+    with pytest.raises(DlnestError, match=name):
+        captured_env({}, extra={name: "1"})
+    with pytest.raises(DlnestError, match=name):
+        checked_env({name: "1"})

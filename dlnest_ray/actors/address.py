@@ -11,16 +11,22 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
+import threading
 from pathlib import Path
 from typing import Any
 
 from ..errors import DlnestError
+from .auth import check_token_accepted, client_auth
+from .names import NAMESPACE
+from .store import default_home
 
 __all__ = [
     "HEAD_FILE",
     "STARTED_BY",
     "init_ray",
+    "quiet_sigterm",
     "reachable",
     "read_head",
     "recorded_address",
@@ -92,31 +98,31 @@ def reachable(address: str) -> bool:
 def init_ray(address: str, home: Path | None = None) -> Any:
     """Connect this process to the cluster at ``address`` as a token-mode client when it has a token
     (:mod:`.auth`); returns Ray's context (None if connected already). A refused token is one line."""
-    from .auth import check_token_accepted, client_auth
-
-    token = client_auth(state_home(home))
     import ray
-
-    from .names import NAMESPACE
 
     if ray.is_initialized():
         return None
+    token = client_auth(state_home(home))
     check_token_accepted(address, token)
+    # ray.init replaces the SIGTERM handler with its own; a handler the user's program set is theirs
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGTERM) if main else None
     try:
-        ctx = ray.init(address=address, namespace=NAMESPACE, logging_level=logging.ERROR, log_to_driver=False)
+        return ray.init(
+            address=address, namespace=NAMESPACE, logging_level=logging.ERROR, log_to_driver=False
+        )
     except ConnectionError as e:
         raise DlnestError(f"cannot connect to the Ray cluster at {address} ({e})") from None
-    _quiet_sigterm()
-    return ctx
+    finally:
+        if callable(before):
+            signal.signal(signal.SIGTERM, before)
 
 
-def _quiet_sigterm() -> None:
-    """Ray's core installs a crash handler that prints a stack dump (``*** SIGTERM received ... PC: @``)
-    when the process is terminated; a command told to stop (``kill``, a supervisor's timeout) should
-    just exit, 128 + 15, as without Ray."""
-    import signal
-    import threading
-
+def quiet_sigterm() -> None:
+    """For the CLI, after connecting: Ray's core installs a crash handler that prints a stack dump
+    (``*** SIGTERM received ... PC: @``) when the process is terminated; a command told to stop
+    (``kill``, a supervisor's timeout) should just exit, 128 + 15, as without Ray. Libraries' users
+    (``dlnest_ray.connect()`` in a script or notebook) keep their own handlers."""
     if threading.current_thread() is not threading.main_thread():
         return
 
@@ -128,8 +134,6 @@ def _quiet_sigterm() -> None:
 
 def state_home(home: Path | None) -> Path:
     """The center's state folder: ``home``, else ``$DLNEST_RAY_HOME``, else ``~/.dlnest_ray``."""
-    from .store import default_home
-
     return (home.expanduser().resolve() if home else default_home()).resolve()
 
 

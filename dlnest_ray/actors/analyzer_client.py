@@ -12,9 +12,11 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import DlnestError
+from ..linebuffer import read_prefixed
 from ..savepack.layout import analyze_output_path
 from ..tasks import TaskKind, TaskRecord
-from .calls import task_error_cause
+from .analyzer import output_prefix
+from .calls import ActorUnavailable, call
 from .jobs import JobState
 from .names import NAMESPACE
 
@@ -64,19 +66,13 @@ class AnalyzerOps:
             time.sleep(0.25)
 
     def _acall(self, task_id: str, method: str, *args: Any, **kwargs: Any) -> Any:
-        import ray
-
         handle = self.analyzer(task_id)
+        gone = f"{task_id} is not running any more (`dlnest-ray tasks --all`)"
         try:
-            return ray.get(getattr(handle, method).remote(*args, **kwargs))
-        except ray.exceptions.RayTaskError as e:
-            cause = task_error_cause(e)
-            if isinstance(cause, DlnestError):
-                raise cause from None
-            raise
-        except ray.exceptions.RayActorError:
+            return call(getattr(handle, method), *args, unavailable=gone, **kwargs)
+        except ActorUnavailable:
             self._analyzers.pop(task_id, None)
-            raise DlnestError(f"{task_id} is not running any more (`dlnest-ray tasks --all`)") from None
+            raise
 
     # ---------------------------------------------------------------------------------------------- exp
     def submit_exp(
@@ -117,9 +113,6 @@ class AnalyzerOps:
         """An analyzer's output lines from ``offset``: ``{"offset", "end", "missed", "lines", "alive"}``.
         Read from the actor while it lives (waiting up to ``wait_s`` for a line), else from the package's
         ``_analyze_output.txt`` (which keeps every line)."""
-        from ..linebuffer import read_prefixed
-        from .analyzer import output_prefix
-
         try:
             return dict(self._acall(task_id, "read_output", offset, wait_s))
         except DlnestError:

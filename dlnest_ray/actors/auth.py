@@ -56,9 +56,11 @@ def ensure_private_home(home: Path) -> Path:
     """The center's state folder, created (or tightened) to mode 0700: it holds the token, the queue and
     the runs' environments."""
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with contextlib.suppress(PermissionError):  # a folder of another user's: leave it, it is theirs
-        if home.stat().st_mode & 0o077:
+    if home.stat().st_mode & 0o077:
+        try:
             os.chmod(home, 0o700)
+        except PermissionError:  # a folder of another user's: leave it, it is theirs
+            log.warning("%s is readable by others and not ours to tighten (mode 0700 advised)", home)
     return home
 
 

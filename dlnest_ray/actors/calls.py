@@ -8,9 +8,13 @@ from typing import Any
 
 from ..errors import DlnestError
 
-__all__ = ["call", "task_error_cause"]
+__all__ = ["ActorUnavailable", "call", "task_error_cause"]
 
 log = logging.getLogger(__name__)
+
+
+class ActorUnavailable(DlnestError):
+    """The actor called is dead or restarting (after any retries)."""
 
 
 def task_error_cause(error: BaseException) -> BaseException:
@@ -20,8 +24,15 @@ def task_error_cause(error: BaseException) -> BaseException:
     return cause if isinstance(cause, BaseException) else error
 
 
-def call(method: Any, *args: Any, retry_s: float = 0.0, **kwargs: Any) -> Any:
-    """``ray.get(method.remote(...))`` with a DlnestError raised remotely re-raised as itself.
+def call(
+    method: Any,
+    *args: Any,
+    retry_s: float = 0.0,
+    unavailable: str = "the center is unavailable ({error}); retry in a few seconds",
+    **kwargs: Any,
+) -> Any:
+    """``ray.get(method.remote(...))`` with a DlnestError raised remotely re-raised as itself, and an
+    actor that is gone as :class:`ActorUnavailable` saying ``unavailable`` (``{error}``: Ray's error type).
 
     ``retry_s`` > 0 (only for calls that change nothing): while the actor is restarting, retry for up
     to that long. Ray restarts the center at once, but a handle taken before the restart can report it
@@ -43,5 +54,4 @@ def call(method: Any, *args: Any, retry_s: float = 0.0, **kwargs: Any) -> Any:
                 log.debug("the actor is unavailable (%s): retrying", type(e).__name__)
                 time.sleep(0.25)
                 continue
-            what = type(e).__name__
-            raise DlnestError(f"the center is unavailable ({what}); retry in a few seconds") from e
+            raise ActorUnavailable(unavailable.format(error=type(e).__name__)) from e

@@ -26,6 +26,7 @@ from ..records import DeviceInfo, SettingsInfo
 from ..runenv import checked_env
 from ..savepack.facts import analyzer_memory_mb, find_scripts_dir, package_description
 from ..savepack.package import SavePackage
+from ..savepack.records import Segment
 from ..scheduling.policy import DRAINING_REASON, decide, infeasible
 from ..scheduling.specs import GpuState, Launch, NodeCpus, Placement, Settings, Snapshot, Wait
 from ..tasks import NOT_STARTED_PHASES, TaskKind, TaskRecord, TaskStatus, requeue, transition
@@ -53,20 +54,33 @@ def _cpus_from_env(name: str) -> float:
     return value
 
 
-def _ran_in_package(record: TaskRecord) -> bool:
-    """Whether a rank of this training task started its run (it records a segment in the package)."""
+class _Unreadable:
+    """The package could not be read (logged): its run is taken as started, never requeued."""
+
+
+_UNREADABLE = _Unreadable()
+
+
+def _package_segment(record: TaskRecord) -> Segment | _Unreadable | None:
+    """The last segment a rank of this task recorded in its package (None: no rank ever started)."""
     try:
-        return SavePackage.open(record.package).segment_of(record.task_id) is not None
+        return SavePackage.open(record.package).segment_of(record.task_id)
     except DlnestError as e:
         log.warning("%s: cannot read its package (%s): taken as started, never requeued", record.task_id, e)
-        return True
+        return _UNREADABLE
 
 
-def _never_started(record: TaskRecord) -> bool:
-    """A RUNNING task none of whose ranks (or whose analyzer) ever started: it may go back to PENDING."""
+def _ran_in_package(record: TaskRecord) -> bool:
+    """Whether a rank of this training task started its run (it records a segment in the package)."""
+    return _package_segment(record) is not None
+
+
+def _never_started(record: TaskRecord, segment: Segment | _Unreadable | None) -> bool:
+    """A RUNNING task none of whose ranks (or whose analyzer) ever started: it may go back to PENDING.
+    ``segment``: what :func:`_package_segment` read for it."""
     if record.kind is TaskKind.ANALYZE:
         return record.phase in NOT_STARTED_PHASES
-    return not _ran_in_package(record)
+    return segment is None
 
 
 class Center:
@@ -286,7 +300,7 @@ class Center:
             if not self.store.draining:
                 self.store.draining = True
                 self.log.write("draining: `dlnest-ray down` has begun, nothing new starts")
-            running = [r for r in self._running()]
+            running = list(self._running())
             pending = [r.task_id for r in self.store.tasks.values() if r.status is TaskStatus.PENDING]
             for r in self.store.tasks.values():
                 if r.status is TaskStatus.PENDING and r.wait_reason != DRAINING_REASON:
@@ -499,7 +513,8 @@ class Center:
                 if record.cancel_requested:
                     self.launcher.cancel(record.task_id)
                 continue
-            if _never_started(record):  # the cluster went away before its run began: it waits again
+            seg = _package_segment(record)  # read once: it says both whether and how the run ended
+            if _never_started(record, seg):  # the cluster went away before its run began: it waits again
                 reason = DRAINING_REASON if self.store.draining else ""
                 self._set(requeue(record, reason=reason), save=False)
                 self.log.write(
@@ -507,14 +522,9 @@ class Center:
                 )
                 continue
             status, error = TaskStatus.FAILED, "its supervisor ended while the center was down"
-            try:
-                seg = SavePackage.open(record.package).segment_of(record.task_id)
-            except DlnestError as e:  # its end stays unknown: FAILED with the reason above
-                log.warning("%s: cannot read its package after a restart: %s", record.task_id, e)
-                seg = None
-            if seg is not None and seg.status == "succeeded":
+            if isinstance(seg, Segment) and seg.status == "succeeded":
                 status, error = TaskStatus.SUCCEEDED, ""
-            elif seg is not None and seg.error:
+            elif isinstance(seg, Segment) and seg.error:  # unreadable: its end stays unknown, FAILED as above
                 error = seg.error
             self._set(transition(record, status, at=self.clock(), error=error), save=False)
             self.log.write(f"{record.task_id} {status} (found after a restart)")

@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from ..records import CenterState
+from ..tasks import TaskStatus
 from .center import Center
 from .launcher import RayLauncher
 from .names import CENTER_NAME, MONITOR_PREFIX, NAMESPACE
 from .ray_ports import RayDevices
+from .store import default_home
 
 __all__ = ["CenterActor", "get_or_create_center", "remove_center"]
 
@@ -108,8 +110,6 @@ class _Gauges:
     def update(self, center: Center) -> None:
         if not self.ok:
             return
-        from ..tasks import TaskStatus
-
         tasks = list(center.store.tasks.values())
         self.pending.set(sum(r.status is TaskStatus.PENDING for r in tasks))
         self.running.set(sum(r.status is TaskStatus.RUNNING for r in tasks))
@@ -129,8 +129,6 @@ def get_or_create_center(home: str | None = None) -> Any:
     Ray marks their unfinished tasks FAILED. Only a driver that outlives the center may call this (the
     owner, :mod:`.owner`; a test's own driver); everything else uses :func:`~.client.connect`."""
     import ray
-
-    from .store import default_home
 
     actor: Any = ray.remote(CenterActor)
     handle = actor.options(

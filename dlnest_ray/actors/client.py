@@ -33,11 +33,9 @@ def ensure_ray(address: str | None = None, home: str | None = None) -> None:
 
     if ray.is_initialized():
         return
-    from .address import init_ray, reachable, resolve_address, state_home
-    from .auth import client_auth
+    from .address import init_ray, reachable, resolve_address
 
     home_path = Path(home) if home else None
-    client_auth(state_home(home_path))  # before Ray reads its settings
     resolved = resolve_address(address, home_path)
     if resolved is None or not reachable(resolved):
         raise DlnestError(NO_CLUSTER)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import DlnestError
+from ..tasks import TaskKind
 
 __all__ = [
     "CENTER_NAME",
@@ -52,15 +53,11 @@ def center_exists() -> bool:
 def supervisor_name(task_id: str) -> str:
     """A run's supervisor is named after its task (``T_0007``); an analyzer task's name belongs to the
     analyzer actor itself (``A_0003``, what users ``ray.get_actor``), so its supervisor gets a suffix."""
-    from ..tasks import TaskKind
-
     return f"{task_id}{SUPERVISOR_SUFFIX}" if TaskKind.of(task_id) is TaskKind.ANALYZE else task_id
 
 
 def task_of_supervisor(actor_name: str) -> str | None:
     """The task id a supervisor's actor name belongs to (None: not a supervisor)."""
-    from ..tasks import TaskKind
-
     kind = TaskKind.of(actor_name.removesuffix(SUPERVISOR_SUFFIX))
     if kind is TaskKind.TRAIN and not actor_name.endswith(SUPERVISOR_SUFFIX):
         return actor_name

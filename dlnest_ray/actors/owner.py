@@ -32,11 +32,16 @@ from pathlib import Path
 from typing import Any, cast
 
 from ..errors import DlnestError
+from .auth import ensure_private_home
+from .names import CENTER_NAME, NAMESPACE, center_exists, get_center
+from .procs import pid_alive
+from .store import default_home
 
 __all__ = ["OWNER_LOG", "ensure_center", "main"]
 
 OWNER_LOG = "center_owner.log"
 START_TIMEOUT_S = 120.0
+LAUNCH_TIMEOUT_S = 60.0
 POLL_S = 1.0
 WATCHDOG_S = 30.0  # a center check that hangs this long means the cluster is gone
 
@@ -48,9 +53,6 @@ def ensure_center(home: str | None = None) -> Any:
     """The center's handle; when there is none, start its owner on the head node and wait for it."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    from .names import get_center
-    from .store import default_home
 
     try:
         return get_center()
@@ -66,6 +68,7 @@ def ensure_center(home: str | None = None) -> Any:
     try:
         error = ray.get(ref, timeout=START_TIMEOUT_S + 10)
     except ray.exceptions.GetTimeoutError:
+        ray.cancel(ref)  # its owner is stopped: no center appears after this answer
         raise DlnestError(
             f"the dlnest-ray center did not start within {START_TIMEOUT_S:g} s; "
             f"see {Path(state) / OWNER_LOG} on the head node"
@@ -88,12 +91,7 @@ def _head_node_id() -> str | None:
 def _spawn_owner(home: str, gcs_address: str) -> str:
     """Runs as a Ray task on the head node: start the owner there and wait until the center answers.
     Returns "" when it does, else why not (the end of the owner's log)."""
-    import ray
-
-    from .names import center_exists
-
-    Path(home).mkdir(parents=True, exist_ok=True)
-    log_path = Path(home) / OWNER_LOG
+    log_path = ensure_private_home(Path(home)) / OWNER_LOG
     env = dict(os.environ)
     for flag in ("RAY_JOB_ID", "RAY_RAYLET_PID", "RAY_OVERRIDE_NODE_ID_FOR_TESTING"):  # worker-only
         env.pop(flag, None)
@@ -101,43 +99,44 @@ def _spawn_owner(home: str, gcs_address: str) -> str:
     with open(log_path, "a", encoding="utf-8") as out:
         out.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting the center's owner\n")
         out.flush()
-        launcher = subprocess.run(
-            [sys.executable, "-m", "dlnest_ray.actors.owner", "--home", home, "--address", gcs_address],
-            stdout=subprocess.PIPE,
-            stderr=out,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            timeout=60,
-            check=False,
-            text=True,
-        )
+        try:
+            launcher = subprocess.run(
+                [sys.executable, "-m", "dlnest_ray.actors.owner", "--home", home, "--address", gcs_address],
+                stdout=subprocess.PIPE,
+                stderr=out,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                timeout=LAUNCH_TIMEOUT_S,
+                check=False,
+                text=True,
+            )
+        except subprocess.TimeoutExpired:
+            return f"the owner's launcher did not return within {LAUNCH_TIMEOUT_S:g} s; see {log_path}"
     try:
         pid = int(launcher.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         return f"the owner did not start (exit {launcher.returncode}); see {log_path}"
     deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if center_exists():
-            return ""
-        if not _alive(pid):
-            return f"the owner ended early: {_last_line(log_path)} (whole log: {log_path})"
-        time.sleep(0.2)
-    del ray
+    try:
+        while time.monotonic() < deadline:
+            if center_exists():
+                return ""
+            if not pid_alive(pid):
+                return f"the owner ended early: {_last_line(log_path)} (whole log: {log_path})"
+            time.sleep(0.2)
+    except BaseException:  # cancelled by the waiting client: no owner may create a center after it gave up
+        _stop_owner(pid)
+        raise
+    _stop_owner(pid)
     return f"no center after {START_TIMEOUT_S:g} s; see {log_path}"
 
 
-def _alive(pid: int) -> bool:
+def _stop_owner(pid: int) -> None:
+    """End an owner whose center never answered (it leads its own process group)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is not alive (its parent may not have reaped it yet)
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+        os.killpg(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError) as e:
+        log.info("stopping the center's owner %d: %s", pid, e)
 
 
 def _last_line(path: Path) -> str:
@@ -177,7 +176,6 @@ def serve(home: str, address: str) -> int:
     import ray
 
     from .center_actor import get_or_create_center
-    from .names import CENTER_NAME, NAMESPACE, center_exists
 
     ray.init(address=address, namespace=NAMESPACE, logging_level=logging.ERROR, log_to_driver=False)
     job = ray.get_runtime_context().get_job_id()

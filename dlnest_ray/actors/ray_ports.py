@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any, cast
@@ -19,10 +20,12 @@ from ..devices import FakeProbe, GpuInfo, default_probe
 from ..errors import DlnestError
 from .names import MONITOR_PREFIX, NAMESPACE
 from .ports import Reservations
+from .procs import pid_alive
 
 __all__ = ["DeviceMonitor", "RayDevices", "alive_nodes", "full_node_id", "monitor_for"]
 
 READ_TIMEOUT_S = 20.0
+MONITOR_CONCURRENCY = 8
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +56,8 @@ class DeviceMonitor:
         First wait up to ``grace_s`` for each group's leader (the rank's Ray worker) to exit by itself:
         a worker that has run its one task (``max_calls=1``) exits gracefully and reports its task's end
         to Ray on the way out; killed before that, Ray would show the task as failed (worker died)."""
-        import time
-
         deadline = time.monotonic() + grace_s
-        while any(_leader_alive(p) for p in pgids if p > 1) and time.monotonic() < deadline:
+        while any(pid_alive(p) for p in pgids if p > 1) and time.monotonic() < deadline:
             time.sleep(0.1)
         killed = []
         for pgid in pgids:
@@ -66,15 +67,6 @@ class DeviceMonitor:
                 os.killpg(pgid, signal.SIGKILL)
                 killed.append(pgid)
         return killed
-
-
-def _leader_alive(pid: int) -> bool:
-    """The process exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def alive_nodes() -> dict[str, str]:
@@ -106,6 +98,8 @@ def monitor_for(node_id: str) -> Any:
             get_if_exists=True,
             num_cpus=0,
             max_restarts=-1,
+            # kill_groups may wait out a rank's grace period: device reads must not queue behind it
+            max_concurrency=MONITOR_CONCURRENCY,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
         )
         .remote()

@@ -21,6 +21,7 @@ from ..atomic import atomic_write_json
 from ..errors import DlnestError
 from ..linebuffer import LineBuffer
 from ..tasks import TaskKind, TaskRecord
+from .auth import ensure_private_home
 
 __all__ = [
     "HOME_ENV",
@@ -54,8 +55,6 @@ class CenterStore:
     """Load and save the center's state; the records live in ``tasks`` (submit order)."""
 
     def __init__(self, home: Path) -> None:
-        from .auth import ensure_private_home
-
         self.home = ensure_private_home(Path(home))
         self.path = self.home / STATE_FILE
         self.settings = CenterSettings()
@@ -112,8 +111,7 @@ class EnvStore:
     def put(self, task_id: str, env: Mapping[str, str]) -> None:
         if not env:
             return
-        self.folder.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(self.folder, 0o700)
+        ensure_private_home(self.folder)
         atomic_write_json(self.folder / f"{task_id}.json", dict(env), mode=0o600)
 
     def get(self, task_id: str) -> dict[str, str]:

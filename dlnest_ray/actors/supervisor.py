@@ -31,7 +31,7 @@ from typing import Any, cast
 from ..errors import RunStopped
 from ..linebuffer import read_prefixed
 from ..runenv import ENV_NAMES_VAR
-from ..savepack.layout import analyze_output_path, output_path, pid_file, stop_file
+from ..savepack.layout import analyze_output_path, output_path, parse_pid_record, pid_file, stop_file
 from ..scheduling.specs import Placement
 from ..tasks import TaskKind, TaskRecord, TaskStatus
 from .analyzer import output_prefix
@@ -343,24 +343,31 @@ class RunSupervisor:
 
         rec = self.record
         files = [pid_file(rec.package, rec.task_id, r) for r in range(rec.world_size)]
-        pgids = []
+        alive = alive_nodes()
+        # a group whose node the file does not name (a file from an older version) is looked for on the
+        # run's node, or on every node for a CPU run (a pgid that is not there is skipped)
+        unknown = [rec.node] if rec.node else list(alive)
+        per_node: dict[str, list[int]] = {}
         for f in files:
             try:
-                pgids.append(int(f.read_text()))
+                pgid, node = parse_pid_record(f.read_text())
             except FileNotFoundError:  # that rank never started
                 continue
             except (OSError, ValueError) as e:
                 log.warning("%s: unreadable pid file %s: %s", rec.task_id, f, e)
-        if pgids:
-            # CPU runs may land anywhere: ask every node (a pgid that is not there is skipped)
-            nodes = [alive_nodes().get(rec.node or "", "")] if rec.node else list(alive_nodes().values())
-            for node in filter(None, nodes):
-                try:
-                    ray.get(monitor_for(node).kill_groups.remote(pgids, grace_s), timeout=30 + grace_s)
-                except Exception as e:  # a node that went away took the processes with it
-                    log.warning(
-                        "%s: killing rank processes on %s: %s: %s", rec.task_id, node, type(e).__name__, e
-                    )
+                continue
+            for name in [node] if node else unknown:
+                per_node.setdefault(name, []).append(pgid)
+        for name, pgids in per_node.items():
+            full = alive.get(name)
+            if full is None:  # a node that went away took the processes with it
+                continue
+            try:
+                ray.get(monitor_for(full).kill_groups.remote(pgids, grace_s), timeout=30 + grace_s)
+            except Exception as e:
+                log.warning(
+                    "%s: killing rank processes on %s: %s: %s", rec.task_id, name, type(e).__name__, e
+                )
         for f in files:
             with contextlib.suppress(FileNotFoundError):
                 f.unlink()
@@ -374,12 +381,15 @@ class RunSupervisor:
         except Exception as e:  # already removed (a node loss takes it): its resources are free
             log.info("%s: removing the placement group: %s: %s", self.record.task_id, type(e).__name__, e)
         deadline = time.monotonic() + 10
+        told = False
         while time.monotonic() < deadline:  # report only once Ray shows the resources free
             try:
                 if placement_group_table(pg).get("state") == "REMOVED":
                     break
-            except Exception as e:
-                log.info("%s: reading the placement group: %s", self.record.task_id, e)
+            except Exception as e:  # said once: this is polled every 50 ms
+                if not told:
+                    log.info("%s: reading the placement group: %s", self.record.task_id, e)
+                    told = True
             time.sleep(0.05)
         del ray
 
@@ -388,6 +398,7 @@ class RunSupervisor:
         import ray
 
         deadline = time.monotonic() + REPORT_PATIENCE_S
+        tries = 0
         while time.monotonic() < deadline:
             try:
                 center = get_center()
@@ -395,9 +406,12 @@ class RunSupervisor:
                 ray.get(ref, timeout=30)
                 return
             except Exception as e:  # the center restarts: it re-attaches to this supervisor by name
-                log.warning(
-                    "%s: reporting its end to the center: %s: %s; retrying",
+                tries += 1  # warned once, then quietly: this retries every second while the center is down
+                log.log(
+                    logging.WARNING if tries == 1 else logging.DEBUG,
+                    "%s: reporting its end to the center (try %d): %s: %s; retrying every second",
                     self.record.task_id,
+                    tries,
                     type(e).__name__,
                     e,
                 )

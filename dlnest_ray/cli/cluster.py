@@ -23,14 +23,13 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
-from ..actors.address import HEAD_FILE, STARTED_BY, resolve_address
-from ..actors.address import init_ray as _init_ray
+from ..actors.address import HEAD_FILE, STARTED_BY, quiet_sigterm, resolve_address
+from ..actors.address import init_ray as _ray_init
 from ..actors.address import ray_address_file as _ray_address_file
 from ..actors.address import reachable as _reachable
 from ..actors.address import read_head as _read_head
 from ..actors.address import recorded_address as _recorded_address
 from ..actors.address import state_home as _home
-from ..actors.auth import client_auth
 from ..errors import DlnestError
 from ..tasks import TaskStatus
 from .options import AddressOpt, HomeOpt
@@ -58,7 +57,16 @@ def connect_client(address: str | None, *, create: bool, home: Path | None = Non
     """The center's client on the cluster; one line "no Ray cluster: ..." when none answers."""
     from ..actors import client
 
-    return client.connect(address, create=create, home=str(home) if home else None)
+    connected = client.connect(address, create=create, home=str(home) if home else None)
+    quiet_sigterm()
+    return connected
+
+
+def _init_ray(address: str, home: Path) -> Any:
+    """Connect this command to the cluster (see :func:`connect_client`)."""
+    ctx = _ray_init(address, home)
+    quiet_sigterm()
+    return ctx
 
 
 def _center_exists() -> bool:
@@ -255,7 +263,6 @@ def up(
     leaves the cluster running. Running `up` again only prints the status.
     """
     state = _home(home)
-    client_auth(state)  # before Ray reads its settings
     if num_gpus is not None and num_gpus < 0:
         raise DlnestError("--num-gpus must be 0 or more")
     if not 1 <= port <= 65535 or RAY_WORKER_PORTS[0] <= port <= RAY_WORKER_PORTS[1]:
@@ -399,7 +406,6 @@ def down(
     stay queued in the center's state folder for the next `up`. Other Ray clusters are left alone.
     """
     state = _home(home)
-    client_auth(state)  # before Ray reads its settings
     import ray
 
     head = _read_head(state)

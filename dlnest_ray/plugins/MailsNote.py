@@ -24,6 +24,8 @@ import logging
 import os
 import smtplib
 import threading
+import time
+import traceback
 from collections.abc import Mapping
 from email.message import EmailMessage
 from typing import Any, ClassVar
@@ -110,16 +112,14 @@ class DLNestPlugin(Plugin):
 
     def train_aborting(self, exception: BaseException) -> None:
         if "Aborting" in self.settings["enable_list"]:
-            import traceback
-
             trace = "".join(traceback.format_exception(type(exception), exception, exception.__traceback__))
             self._send("Train Aborted!", f"{self._where()} aborted with this exception\n{trace}")
 
     def close(self) -> None:
-        """Give mails still being sent their timeout to finish, then let go."""
-        timeout = float(self.settings.get("timeout_s") or 20)
+        """Give the mails still being sent one timeout in all (not one each) to finish, then let go."""
+        deadline = time.monotonic() + float(self.settings.get("timeout_s") or 20)
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
         if type(self)._active is self:
             type(self)._active = None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +77,7 @@ class PluginSet:
 
     def __init__(self, plugins: list[Plugin]) -> None:
         self.plugins = plugins
+        self._failed: set[tuple[int, str]] = set()  # (plugin's index, hook) that raised: not called again
 
     @classmethod
     def load(cls, args: Mapping[str, Any], context: PluginContext) -> PluginSet:
@@ -89,13 +91,25 @@ class PluginSet:
         return cls(plugins)
 
     def _each(self, hook: str, run: Callable[[Plugin], None]) -> None:
-        for plugin in self.plugins:
+        """Call ``hook`` on each plugin. One that raises never fails the run: its first failure is shown
+        with its traceback (in the run's output and the log), and that hook of that plugin is not
+        called again (``after_step`` would otherwise print the same error on every step); ``close``
+        is always called."""
+        for index, plugin in enumerate(self.plugins):
+            if (index, hook) in self._failed:
+                continue
             try:
                 run(plugin)
             except Exception as e:  # a plugin never fails the run: say what went wrong and go on
-                log.warning("plugin %s failed in %s: %s: %s", plugin.name, hook, type(e).__name__, e)
+                if hook != "close":
+                    self._failed.add((index, hook))
+                trace = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+                log.warning("plugin %s failed in %s (not called there again):\n%s", plugin.name, hook, trace)
                 print(
-                    f"[dlnest-ray] plugin {plugin.name} failed in {hook}: {type(e).__name__}: {e}", flush=True
+                    f"[dlnest-ray] plugin {plugin.name} failed in {hook}; {hook} of {plugin.name} is not "
+                    f"called again in this run:\n{trace}",
+                    end="",
+                    flush=True,
                 )
 
     # the hooks of :class:`Plugin`, on every plugin of the run

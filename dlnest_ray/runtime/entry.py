@@ -10,9 +10,12 @@ from __future__ import annotations
 import contextlib
 import os
 
+from ..atomic import atomic_write_bytes
+from ..errors import RunStopped
+
 # Where a rank's stop request and process group live in the package: owned by the package layout, and
 # re-exported here under the names the run supervisor imports.
-from ..savepack.layout import RUN_DIR, pid_file, stop_file
+from ..savepack.layout import RUN_DIR, pid_file, pid_record, stop_file
 
 __all__ = ["RUN_DIR", "pid_file", "run_rank", "stop_file"]
 
@@ -33,7 +36,6 @@ def run_rank(
     as failed with that message (as it shows a task it cancelled), never as finished."""
     import torch
 
-    from ..errors import RunStopped
     from .trainer import StopRequested, TrainOptions, train
 
     # A reused worker keeps the thread count of whatever first imported torch in it: set it per rank.
@@ -41,9 +43,11 @@ def run_rank(
     with contextlib.suppress(OSError):
         os.setpgrp()
     if os.getpgrp() == os.getpid():  # record the group only if it is ours alone: it will be SIGKILLed
+        # "<pgid> <node>": the supervisor kills the group on that node only (a CPU run may land on any
+        # node, and the same number there is another process); written whole or not at all
         marker = pid_file(package, task_id, rank)
         marker.parent.mkdir(exist_ok=True)
-        marker.write_text(str(os.getpgrp()))
+        atomic_write_bytes(marker, pid_record(os.getpgrp(), os.environ.get("DLNEST_RAY_NODE", "")).encode())
     try:
         result = train(
             package,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..savepack.outputs import marker_line
 from .aliases import overrides
 from .bases import LifeCycleBase
 from .output import ConsoleSink
@@ -140,8 +141,6 @@ def call_visualize(model: Any, epoch: int, iter: int, log: Mapping[str, Any]) ->
 
 def mark_output(path: Path, task_id: str) -> None:
     """Append the task's marker line (on a line of its own) to the output file it is about to write."""
-    from ..savepack.outputs import marker_line
-
     lead = ""
     if path.exists() and path.stat().st_size > 0:  # a new or empty file needs no line break first
         with open(path, "rb") as f:

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, DlnestError
+from ..savepack import layout
 from ..savepack.layout import TB_DIR
+from ..savepack.metrics import BOOKKEEPING_COLUMNS
 
 __all__ = ["CONFIG_KEY", "MISSING_PACKAGE", "TB_DIR", "EpochScalars", "enabled", "summary_writer_class"]
 
@@ -28,9 +30,6 @@ MISSING_PACKAGE = (
     "the config enables tensorboard but the tensorboard package is missing: "
     "pip install 'dlnest-ray[tensorboard]'"
 )
-# metrics.parquet columns that are not scalars of the log: the global step (epoch) and wall time of
-# each event carry them, and ``step`` would only clutter the dashboard
-_NOT_SCALARS = frozenset({"epoch", "step", "wall_time"})
 
 
 def enabled(args: Mapping[str, Any]) -> bool:
@@ -80,7 +79,7 @@ class EpochScalars:
         writer_class = summary_writer_class()
         if not main:
             return None
-        log_dir = Path(package).resolve() / TB_DIR  # absolute: user code may change the CWD
+        log_dir = layout.tb_dir(Path(package).resolve())  # absolute: user code may change the CWD
         return cls(writer_class(log_dir=str(log_dir), purge_step=first_epoch if resume else None))
 
     def add_epoch(self, row: Mapping[str, Any]) -> None:
@@ -90,7 +89,9 @@ class EpochScalars:
             return
         epoch, wall_time = int(row["epoch"]), float(row["wall_time"])
         for key, value in row.items():
-            if key in _NOT_SCALARS or value is None:
+            # the bookkeeping columns are no scalars of the log: each event's global step (the epoch) and
+            # wall time carry them, and ``step`` would only clutter the dashboard
+            if key in BOOKKEEPING_COLUMNS or value is None:
                 continue
             self._writer.add_scalar(str(key), float(value), epoch, wall_time)
         self._writer.flush()

@@ -24,6 +24,9 @@ from typing import Any, Literal
 
 from ..errors import PackageError
 from . import layout
+from .facts import package_description
+from .metrics import BOOKKEEPING_COLUMNS, is_companion, read_metrics
+from .package import SavePackage
 from .records import Segment, as_manifest
 
 __all__ = [
@@ -50,9 +53,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Goal = Literal["max", "min"]
-
-# Columns every metrics.parquet has (see savepack.metrics); they are not metrics of the model.
-BOOKKEEPING_COLUMNS: tuple[str, ...] = ("epoch", "step", "wall_time")
 
 # root_file_path is rewritten to the package's own folder when a package is opened, so it differs between
 # any two packages and says nothing about the runs. Code paths are rewritten to ./... in every package, so
@@ -175,8 +175,6 @@ class MetricsData:
     def metric_names(self) -> list[str]:
         """Every numeric column other than ``epoch``, ``step`` and ``wall_time``, in file order, without
         the ``<key>.last`` companions of epoch means (``loss.last`` beside ``loss``)."""
-        from .metrics import is_companion
-
         names = [c for c in self.numeric_columns if c not in BOOKKEEPING_COLUMNS]
         return [c for c in names if not is_companion(c, names)]
 
@@ -320,8 +318,6 @@ def display_names(paths: Sequence[Path]) -> list[str]:
 
 def run_description(run: RunData) -> str:
     """The run's description (:func:`~dlnest_ray.savepack.facts.package_description`)."""
-    from .facts import package_description
-
     return package_description(run.meta)
 
 
@@ -340,8 +336,6 @@ def run_labels(runs: Sequence[RunData]) -> list[str]:
 # ------------------------------------------------------------------------------------------------ reading
 def load_metrics(package: Path) -> MetricsData | None:
     """The package's metrics.parquet as plain values; ``None`` when the file does not exist."""
-    from .metrics import read_metrics
-
     path = layout.metrics_path(package)
     if not path.is_file():
         return None
@@ -354,8 +348,6 @@ def load_metrics(package: Path) -> MetricsData | None:
 
 def load_run(package: str | Path) -> RunData:
     """Open ``package`` (a :class:`PackageError` says so when it is not one) and read what summaries need."""
-    from .package import SavePackage
-
     pkg = SavePackage.open(package)
     assert pkg.path is not None
     return RunData(path=pkg.path, args=dict(pkg.args), meta=pkg.meta, metrics=load_metrics(pkg.path))

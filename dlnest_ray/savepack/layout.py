@@ -63,7 +63,9 @@ __all__ = [
     "output_name",
     "output_path",
     "parse_ckpt_name",
+    "parse_pid_record",
     "pid_file",
+    "pid_record",
     "run_dir",
     "scripts_dir",
     "stop_file",
@@ -195,6 +197,20 @@ def stop_file(package: Where, task_id: str) -> Path:
 def pid_file(package: Where, task_id: str, rank: int) -> Path:
     """Where rank ``rank`` of task ``task_id`` records its process group id, for the supervisor's kill."""
     return run_dir(package) / f"{task_id}.rank{rank}.pgid"
+
+
+def pid_record(pgid: int, node: str) -> str:
+    """The text of a :func:`pid_file`: ``"<pgid> <node>"`` (the node's short name; may be empty)."""
+    return f"{pgid} {node}".rstrip()
+
+
+def parse_pid_record(text: str) -> tuple[int, str]:
+    """``(pgid, node)`` from a :func:`pid_file`'s text; node is "" when the file names none (as files
+    written before nodes were recorded). A :class:`ValueError` when the text is not such a record."""
+    parts = text.split()
+    if not 1 <= len(parts) <= 2:
+        raise ValueError(f"not a process group record: {text[:40]!r}")
+    return int(parts[0]), parts[1] if len(parts) == 2 else ""
 
 
 # ------------------------------------------------------------------------------------------- names

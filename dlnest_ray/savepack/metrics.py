@@ -24,6 +24,7 @@ from ..atomic import atomic_write_bytes
 from . import layout
 
 __all__ = [
+    "BOOKKEEPING_COLUMNS",
     "LAST_SUFFIX",
     "METRICS_FILE",
     "ListMarks",
@@ -32,14 +33,18 @@ __all__ = [
     "latest_metrics",
     "list_marks",
     "read_metrics",
+    "scalar_item",
     "scalar_row",
+    "scalar_value",
 ]
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = layout.METRICS_FILE
 LAST_SUFFIX = ".last"  # the last value of a list whose epoch value is a mean
-_RESERVED = ("epoch", "step", "wall_time")
+# the columns every row has besides the log's scalars (a log key of that name becomes ``log.<key>``);
+# the one definition: compare and TensorBoard leave them out of the metrics they show
+BOOKKEEPING_COLUMNS: tuple[str, ...] = ("epoch", "step", "wall_time")
 
 ListMarks = Mapping[str, tuple[int, int]]  # key → (id of the list, its length) at an epoch's start
 
@@ -55,20 +60,27 @@ def is_companion(name: str, names: Sequence[str]) -> bool:
     return name.endswith(LAST_SUFFIX) and name[: -len(LAST_SUFFIX)] in names
 
 
-def _scalar(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, numbers.Real):
-        return float(value)
-    numel = getattr(value, "numel", None) or getattr(value, "size", None)
+def scalar_item(value: Any) -> Any:
+    """The number ``value`` holds, as it is (an int stays an int, a bool a bool): a real number (numpy's
+    included), or the item of a one-element tensor/array of any shape (0-d or not); None for anything
+    else (a string, a list, a bigger or empty tensor, a complex number)."""
+    if isinstance(value, numbers.Real):  # bool, int, float, numpy's scalars
+        return value
+    numel = getattr(value, "numel", None) or getattr(value, "size", None)  # torch: numel(); numpy: size
     try:
         count = numel() if callable(numel) else numel
         if count == 1 and hasattr(value, "item"):
             item = value.item()
-            return float(item) if isinstance(item, (numbers.Real, bool)) else None
+            return item if isinstance(item, numbers.Real) else None
     except (TypeError, ValueError, RuntimeError):  # not a one-element number: not a scalar, as documented
         return None
     return None
+
+
+def scalar_value(value: Any) -> float | None:
+    """:func:`scalar_item` as a float (True is 1.0), or None when ``value`` is not a scalar."""
+    item = scalar_item(value)
+    return None if item is None else float(item)
 
 
 def _epoch_values(key: str, value: list[Any] | tuple[Any, ...], marks: ListMarks | None) -> list[Any]:
@@ -88,12 +100,12 @@ def scalar_row(log: Mapping[str, Any], marks: ListMarks | None = None) -> dict[s
     row: dict[str, float] = {}
     for key, value in log.items():
         name = str(key)
-        name = f"log.{name}" if name in _RESERVED else name
+        name = f"log.{name}" if name in BOOKKEEPING_COLUMNS else name
         if isinstance(value, (list, tuple)):
             if not value:
                 continue
-            gained = [x for x in map(_scalar, _epoch_values(str(key), value, marks)) if x is not None]
-            last = _scalar(value[-1])
+            gained = [x for x in map(scalar_value, _epoch_values(str(key), value, marks)) if x is not None]
+            last = scalar_value(value[-1])
             if len(gained) > 1:
                 row[name] = sum(gained) / len(gained)  # NaN or inf stays visible
                 if last is not None:
@@ -101,7 +113,7 @@ def scalar_row(log: Mapping[str, Any], marks: ListMarks | None = None) -> dict[s
             elif last is not None:
                 row[name] = last
             continue
-        x = _scalar(value)
+        x = scalar_value(value)
         if x is not None:
             row[name] = x
     return row

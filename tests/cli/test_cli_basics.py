@@ -193,3 +193,15 @@ def test_version_prints_the_installed_version(flag: str) -> None:
     result = run_cli(flag)
     assert result.returncode == 0, str(result)
     assert result.stdout.strip() == f"dlnest-ray {version('dlnest-ray')}"
+
+
+def test_new_names_a_damaged_template_config_with_its_line(tmp_path, monkeypatch) -> None:
+    import dlnest_ray.project as project_mod
+    from dlnest_ray.errors import ConfigError
+
+    template = tmp_path / "template"
+    template.mkdir()
+    (template / "dataset_config.json").write_text('{\n  "dataset_config": {,\n}\n')
+    monkeypatch.setattr(project_mod, "_template", lambda name: template)
+    with pytest.raises(ConfigError, match=r"dataset_config\.json:2:\d+: malformed JSON"):
+        project_mod.create_project(tmp_path / "p", mnist=True, data_root=tmp_path)

@@ -207,14 +207,20 @@ def test_the_head_requires_its_token(cluster: Cluster, tmp_path_factory: pytest.
         text=True,
     )
     assert ok.returncode == 0 and json.loads(ok.stdout) == [], ok.stderr
-    code = "import dlnest_ray; print(len(dlnest_ray.connect(create=False).get_devices_info()))"
+    code = (  # a library user's own SIGTERM handler stays theirs (only the CLI replaces Ray's)
+        "import signal, dlnest_ray\n"
+        "def mine(*_): pass\n"
+        "signal.signal(signal.SIGTERM, mine)\n"
+        "n = len(dlnest_ray.connect(create=False).get_devices_info())\n"
+        "print(n, signal.getsignal(signal.SIGTERM) is mine)"
+    )
     py = subprocess.run(
         [sys.executable, "-c", code],
         env=given | {"RAY_ADDRESS": head["address"]},
         capture_output=True,
         text=True,
     )
-    assert py.returncode == 0 and py.stdout.strip() == "2", py.stderr
+    assert py.returncode == 0 and py.stdout.strip() == "2 True", py.stderr
 
 
 def test_config_shows_and_changes_settings(cluster: Cluster) -> None:

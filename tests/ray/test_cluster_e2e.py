@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from dlnest_ray.errors import DlnestError
+from dlnest_ray.savepack import layout
 from dlnest_ray.savepack.package import SavePackage
 from tests.projects import write_project
 
@@ -117,8 +118,11 @@ def test_del_of_a_running_ddp_run_leaves_no_process_and_a_loadable_ckpt(client: 
     package = Path(tasks(client)[tid]["package"])
     wait_for(lambda: SavePackage.open(package).checkpoint_ids() != [], 120, "a first checkpoint")
     run_dir = package / ".dlnest_run"
-    pgids = [int(f.read_text()) for f in run_dir.glob(f"{tid}.rank*.pgid")]
+    records = [layout.parse_pid_record(f.read_text()) for f in run_dir.glob(f"{tid}.rank*.pgid")]
+    pgids = [pgid for pgid, _ in records]
     assert len(pgids) == 2
+    # each group is recorded with its node, so the supervisor kills it there only
+    assert {node for _, node in records} == {tasks(client)[tid]["node"]}
     client.del_task(tid)
     assert tasks(client)[tid]["cancelling"] is True
     t0 = time.monotonic()
@@ -185,7 +189,9 @@ def test_del_of_a_ddp_run_in_the_middle_of_a_checkpoint_save(client: Any, tmp_pa
     ckpts = package / "Checkpoints"
     wait_for(lambda: SavePackage.open(package).latest_valid_id() is not None, 120, "a first valid checkpoint")
     wait_for(lambda: any(ckpts.glob(".state_*.ckpt.tmp-*")), 60, "a checkpoint write in flight")
-    pgids = [int(f.read_text()) for f in (package / ".dlnest_run").glob(f"{tid}.rank*.pgid")]
+    pgids = [
+        layout.parse_pid_record(f.read_text())[0] for f in (package / ".dlnest_run").glob(f"{tid}.rank*.pgid")
+    ]
     client.del_task(tid)  # caught mid-save
     t0 = time.monotonic()
     wait_for(lambda: not any(_group_alive(g) for g in pgids), 15, "no process of the run within 15 s")

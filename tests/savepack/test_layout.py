@@ -33,6 +33,15 @@ def test_the_documented_layout(tmp_path: Path) -> None:
     assert layout.pid_file(p, "T_0007", 1) == p / ".dlnest_run" / "T_0007.rank1.pgid"
 
 
+def test_a_pid_record_names_its_node_and_older_records_still_read() -> None:
+    assert layout.parse_pid_record(layout.pid_record(4242, "3f2a9b1c")) == (4242, "3f2a9b1c")
+    assert layout.parse_pid_record("4242") == (4242, "")  # written before nodes were recorded
+    assert layout.parse_pid_record(layout.pid_record(7, "")) == (7, "")
+    for bad in ["", "x 1", "1 a b"]:
+        with pytest.raises(ValueError):
+            layout.parse_pid_record(bad)
+
+
 @pytest.mark.parametrize(
     ("rank", "name"), [(None, "_output.txt"), (-1, "_output.txt"), (0, "_output_0.txt"), (3, "_output_3.txt")]
 )
