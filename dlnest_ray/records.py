@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .scheduling.specs import DEFAULT_MARGIN
+
 __all__ = ["CenterState", "DeviceInfo", "SettingsInfo"]
 
 
@@ -42,6 +44,7 @@ class SettingsInfo:
     delay_s: float
     max_tasks_per_device: int
     starvation_s: float
+    margin: float = DEFAULT_MARGIN
     disabled: tuple[str, ...] = field(default_factory=tuple)
     draining: bool = False
 

@@ -109,6 +109,13 @@ class TaskRecord:
     phase: str = ""  # a RUNNING task's supervisor: starting, waiting for resources, running, stopping
     running_at: float | None = None  # when its ranks (or analyzer) really started: the `ran` clock
     cpus_per_rank: float = 1.0  # CPUs each rank (an analyzer: the process) holds in Ray's accounting
+    # memory (issue 13): chosen by dlnest-ray (no --memory, or --memory auto) and where its number came from
+    memory_auto: bool = False
+    memory_source: str = ""
+    fingerprint: str = ""  # model code + config less memory_neutral_keys: runs that use the same memory
+    first_mb_per_gpu: int = 0  # the reservation at launch, before right-sizing lowered it
+    peak_mb: int | None = None  # the largest measured peak on one GPU (torch reserved + CUDA context)
+    right_sized: bool = False  # the reservation was lowered to peak × margin after the first epoch
     error: str = ""
     output_tail: tuple[str, ...] = field(default_factory=tuple)
 

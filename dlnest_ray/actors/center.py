@@ -117,6 +117,9 @@ class Center:
     def change_max_task_per_device(self, n: int) -> None:
         self.settings_ops.change_max_task_per_device(n)
 
+    def change_margin(self, margin: float) -> None:
+        self.settings_ops.change_margin(margin)
+
     def get_settings(self) -> SettingsInfo:
         return self.settings_ops.get_settings()
 

@@ -66,6 +66,17 @@ class CenterSettingsOps:
             self.store.save()
         self._schedule()
 
+    def change_margin(self, margin: float) -> None:
+        """Right-sized reservations become the measured peak × ``margin`` (at least 1)."""
+        with self._lock:
+            if not margin >= 1:
+                raise DlnestError(
+                    f"the margin must be 1 or more (got {margin:g}): a reservation never goes below the peak"
+                )
+            self.store.settings.margin = float(margin)
+            self.store.save()
+            self.log.write(f"memory margin: {margin:g}")
+
     def get_settings(self) -> SettingsInfo:
         """Scheduling delay, max tasks per device, starvation bound, disabled devices, and whether ``down``
         is draining the center (nothing launches)."""
@@ -75,6 +86,7 @@ class CenterSettingsOps:
                 delay_s=s.delay_s,
                 max_tasks_per_device=s.max_tasks_per_device,
                 starvation_s=s.starvation_s,
+                margin=s.margin,
                 disabled=tuple(s.disabled),
                 draining=self.store.draining,
             )

@@ -127,6 +127,10 @@ class Client:
     def change_max_task_per_device(self, n: int) -> None:
         self._change("change_max_task_per_device", n)
 
+    def change_margin(self, margin: float) -> None:
+        """Right-sized reservations become the measured peak × ``margin`` (>= 1; default 1.15)."""
+        self._change("change_margin", margin)
+
     def drain(self, cancel_running: bool = False) -> dict[str, list[str]]:
         return dict(self._change("drain", cancel_running))
 

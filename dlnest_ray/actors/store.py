@@ -20,6 +20,7 @@ from pathlib import Path
 from ..atomic import atomic_write_json
 from ..errors import DlnestError
 from ..linebuffer import LineBuffer
+from ..scheduling.specs import DEFAULT_MARGIN
 from ..tasks import TaskKind, TaskRecord
 from .auth import ensure_private_home
 
@@ -48,6 +49,7 @@ class CenterSettings:
     delay_s: float = 60.0  # scheduling interval, and how long a launch's memory counts as "not yet allocated"
     max_tasks_per_device: int = 10_000
     starvation_s: float = 3600.0
+    margin: float = DEFAULT_MARGIN  # right-sized reservation = measured peak × margin
     disabled: list[str] = field(default_factory=list)  # "node:gpuN" labels
 
 

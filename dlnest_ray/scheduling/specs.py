@@ -18,6 +18,7 @@ __all__ = [
 ]
 
 DEFAULT_MEMORY_FRACTION = 0.9  # DLNest: a task without --memory needs 90% of a GPU
+DEFAULT_MARGIN = 1.15  # a right-sized reservation: the measured peak × this
 
 
 class Placement(str, Enum):
