@@ -203,6 +203,8 @@ def requeue(record: TaskRecord, *, reason: str) -> TaskRecord:
         node=None,
         gpus=(),
         mb_per_gpu=0,
+        first_mb_per_gpu=0,
+        right_sized=False,
         gpu_total_mb=0,
         phase="",
         cancel_requested=False,

@@ -25,11 +25,28 @@ from ..errors import DlnestError, PackageError
 from ..records import DeviceInfo, SettingsInfo
 from ..runenv import checked_env
 from ..savepack.facts import analyzer_memory_mb, find_scripts_dir, package_description
+from ..savepack.memory_history import (
+    FINGERPRINT_KEY,
+    Learned,
+    learned_peak,
+    manifest_peak,
+    neutral_keys,
+    package_fingerprint,
+)
 from ..savepack.package import SavePackage
 from ..savepack.records import Segment
 from ..scheduling.policy import DRAINING_REASON, decide, infeasible
 from ..scheduling.specs import GpuState, Launch, NodeCpus, Placement, Settings, Snapshot, Wait
 from ..tasks import NOT_STARTED_PHASES, TaskKind, TaskRecord, TaskStatus, requeue, transition
+from .center_memory import (
+    DEFAULT_SOURCE,
+    choose_memory,
+    follow_twin,
+    held_mb,
+    holders_on,
+    right_sized,
+    with_peak,
+)
 from .center_settings import CenterSettingsOps
 from .ports import DeviceSource, Launcher
 from .store import LOG_FILE, CenterStore, EnvStore, LogBuffer
@@ -148,11 +165,15 @@ class Center:
         if name_by_desc and not description:
             raise DlnestError("--name-by-desc needs --desc NAME")
         pkg = SavePackage(config_path, freq_path)  # parses and merges: errors name the file
+        neutral = neutral_keys(pkg.args, config_path)
         self._refuse_infeasible(spec_kw)
         # validates keys and code files before the folder exists, then snapshots the code
         path = pkg.save_to_new_dir(
             description if name_by_desc else "", no_save=no_save, description=description
         )
+        fp = package_fingerprint(path, pkg.args, neutral)
+        pkg.update_meta(**{FINGERPRINT_KEY: fp})
+        spec_kw.update(self._memory_choice(spec_kw, fp, learned_peak(path.parent, fp, exclude=path)))
         name = Path(config_path).expanduser().resolve().parent.name
         with self._lock:
             task_id = self._enqueue(
@@ -180,6 +201,10 @@ class Center:
         description = description or package_description(pkg.meta)
         pkg.resolve_ckpt_id(ckpt_id)  # refuse a missing or damaged checkpoint now, not at launch
         self._refuse_infeasible(spec_kw)
+        own = manifest_peak(pkg.manifest)  # a continuation needs what the run itself measured
+        fp = str(pkg.meta.get(FINGERPRINT_KEY) or "")
+        learned = None if own is None else Learned(peak_mb=own, runs=0)
+        spec_kw.update(self._memory_choice(spec_kw, fp, learned, own=True))
         name = Path(str(pkg.meta.get("source_project") or pkg.path)).name
         assert pkg.path is not None
         with self._lock:  # the check and the enqueue together: one unfinished training per package
@@ -249,6 +274,20 @@ class Center:
         if kind is Placement.CPU:
             memory_mb, gpus = None, None
         return {"placement": kind, "memory_mb": memory_mb, "gpus_requested": gpus}
+
+    def _memory_choice(
+        self, spec_kw: dict[str, Any], fp: str, learned: Learned | None, *, own: bool = False
+    ) -> dict[str, Any]:
+        """The memory fields of a new training task (:func:`~.center_memory.choose_memory`)."""
+        with self._lock:
+            twins = [r for r in self.store.tasks.values() if fp and r.fingerprint == fp and r.peak_mb]
+        choice = choose_memory(spec_kw, fp, learned, twins, self.store.settings.margin, own=own)
+        if choice.get("memory_mb") is not None:
+            try:
+                self._refuse_infeasible({**spec_kw, "memory_mb": choice["memory_mb"]})
+            except DlnestError:  # the look-alikes' number fits no GPU here: start from the default
+                choice.update(memory_mb=None, memory_source=DEFAULT_SOURCE)
+        return choice
 
     def _refuse_infeasible(self, spec_kw: dict[str, Any]) -> None:
         probe = TaskRecord(task_id="?", package="", submitted_at=0.0, **spec_kw)
@@ -362,6 +401,45 @@ class Center:
             self.log.write(f"{task_id} {final}" + (f": {error}" if error else ""))
         self.schedule()
 
+    def rank_memory(self, task_id: str, rank: int, epoch: int, peak_mb: int | None) -> int:
+        """A rank of a running task has ended epoch ``epoch`` with ``peak_mb`` (the largest over its ranks,
+        MB on one GPU; None on CPU). Keeps the peak; after the first epoch an auto task is right-sized and
+        pending twins follow its peak. Returns the rank's reservation now (its cap; 0: none)."""
+        changed = False
+        with self._lock:
+            record = self.store.tasks.get(task_id)
+            if record is None or record.status is not TaskStatus.RUNNING:
+                return 0
+            margin = self.store.settings.margin
+            updated = with_peak(record, peak_mb)
+            sized = right_sized(updated, margin)
+            if sized is not None:
+                updated = sized
+                self.log.write(
+                    f"{task_id} right-sized after epoch {epoch}: {record.mb_per_gpu} → {sized.mb_per_gpu} MB"
+                    f" per GPU (peak {sized.peak_mb} MB × {margin:g})"
+                )
+            if updated != record:
+                self._set(updated, save=False)
+                changed = sized is not None and sized.mb_per_gpu < record.mb_per_gpu
+                for other in list(self.store.tasks.values()):
+                    follows = follow_twin(other, updated, margin)
+                    if follows is not None:
+                        self._set(follows, save=False)
+                        self.log.write(
+                            f"{other.task_id} now asks {follows.memory_mb} MB: {follows.memory_source}"
+                        )
+                        changed = True
+                self.store.save()
+            cap = updated.mb_per_gpu
+        if changed:
+            self._memory_freed()
+        return cap
+
+    def _memory_freed(self) -> None:
+        """Reservations went down or estimates changed: place waiting tasks into what was freed."""
+        self.schedule()
+
     def task_phase(self, task_id: str, phase: str) -> None:
         """A running task's supervisor says where it is (e.g. waiting for Ray to free resources)."""
         with self._lock:
@@ -385,7 +463,7 @@ class Center:
         for r in self._running():
             if r.node is not None:
                 for g in r.gpus:
-                    out.setdefault(r.node, {})[g] = out.setdefault(r.node, {}).get(g, 0) + r.mb_per_gpu
+                    out.setdefault(r.node, {})[g] = out.setdefault(r.node, {}).get(g, 0) + held_mb(r)
         return out
 
     def _readings(self) -> dict[str, tuple[GpuInfo, ...]]:
@@ -421,6 +499,7 @@ class Center:
                         tasks=len(on_gpu),
                         enabled=f"{node}:gpu{info.index}" not in disabled,
                         recent_mb=recent,
+                        holders=holders_on(node, info.index, on_gpu),
                     )
                 )
         self._gpus = tuple(gpus)
@@ -482,6 +561,7 @@ class Center:
                 node=d.node,
                 gpus=d.gpus,
                 mb_per_gpu=d.mb_per_gpu,
+                first_mb_per_gpu=d.mb_per_gpu,
                 gpu_total_mb=min(totals, default=0),
                 phase="starting",
             )

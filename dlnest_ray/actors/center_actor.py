@@ -85,6 +85,10 @@ class CenterActor(Center):
         timer.daemon = True
         timer.start()
 
+    def _memory_freed(self) -> None:
+        # called from a rank's epoch report: the pass runs on the scheduler thread, the rank goes on
+        self._wake.set()
+
     def change_delay(self, seconds: float) -> None:
         super().change_delay(seconds)
         self._wake.set()  # the loop picks up the new interval now

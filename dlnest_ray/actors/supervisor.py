@@ -25,6 +25,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -32,7 +33,7 @@ from ..errors import RunStopped
 from ..linebuffer import read_prefixed
 from ..runenv import ENV_NAMES_VAR
 from ..savepack.layout import analyze_output_path, output_path, parse_pid_record, pid_file, stop_file
-from ..scheduling.specs import Placement
+from ..scheduling.specs import DEFAULT_MARGIN, Placement
 from ..tasks import TaskKind, TaskRecord, TaskStatus
 from .analyzer import output_prefix
 from .calls import task_error_cause
@@ -46,6 +47,11 @@ log = logging.getLogger(__name__)
 GRACE_ENV = "DLNEST_RAY_CANCEL_GRACE_S"
 REPORT_PATIENCE_S = 600.0
 EXIT_GRACE_S = 15.0  # how long a rank's worker gets to exit by itself (and report its task) after its run
+REPORT_TIMEOUT_S = 30.0  # a rank's per-epoch memory report: the run waits at most this long for the center
+# Ray's accounting of a GPU a dlnest-ray task uses: a token share. The center's policy is what holds memory
+# (reservation and measured peak, for the whole run; right-sizing lowers it), and Ray cannot shrink a
+# placement group's share; the token still keeps Ray from handing the whole GPU to other Ray work.
+RAY_GPU_SHARE = 0.001
 EVENTS_FLUSH_S = 2.0  # Ray sends task events about once a second: let this actor's go out before it ends
 
 
@@ -65,7 +71,26 @@ def _rank_task(package: str, env: dict[str, str], **kwargs: Any) -> dict[str, ob
     os.environ["DLNEST_RAY_NODE"] = ray.get_runtime_context().get_node_id()[:8]
     from ..runtime.entry import run_rank  # torch comes in here, in the rank's process only
 
+    if kwargs.get("memory_cap_mb") is not None:
+        kwargs["memory_report"] = _memory_reporter(str(kwargs["task_id"]), int(kwargs["rank"]))
     return run_rank(package, **kwargs)
+
+
+def _memory_reporter(task_id: str, rank: int) -> Callable[[int, int | None], int | None]:
+    """What a rank calls after each epoch: tells the center its peak and gets its reservation back
+    (right-sizing may have lowered it). An unreachable center (restarting) leaves the cap as it is."""
+    import ray
+
+    def report(epoch: int, peak_mb: int | None) -> int | None:
+        try:
+            ref = get_center().rank_memory.remote(task_id, rank, epoch, peak_mb)
+            cap = int(ray.get(ref, timeout=REPORT_TIMEOUT_S))
+        except Exception as e:  # the run goes on with the cap it has; the next epoch reports again
+            log.warning("%s rank %d: could not report its memory: %s: %s", task_id, rank, type(e).__name__, e)
+            return None
+        return cap if cap > 0 else None
+
+    return report
 
 
 def _tail(path: Path, n: int = 20) -> list[str]:
@@ -188,11 +213,8 @@ class RunSupervisor:
                 log.warning("%s: could not kill the analyzer: %s: %s", rec.task_id, type(e).__name__, e)
 
     def _gpu_share(self) -> float:
-        """The fraction of a GPU each bundle asks Ray for: the run's MB over the GPU's total."""
-        rec = self.record
-        if not (rec.gpus and rec.gpu_total_mb):
-            return 0.0
-        return max(0.0001, min(1.0, rec.mb_per_gpu / rec.gpu_total_mb))
+        """The fraction of a GPU each bundle asks Ray for (:data:`RAY_GPU_SHARE`; 0 for a CPU task)."""
+        return RAY_GPU_SHARE if self.record.gpus else 0.0
 
     def _placement_group(self) -> Any:
         import ray
@@ -253,6 +275,7 @@ class RunSupervisor:
             monitor = monitor_for(full_node_id(rec.node or ""))
             master = (ray.get(monitor.address.remote()), ray.get(monitor.free_port.remote()))
         frac = self._gpu_share()
+        margin = self._margin()
         # max_calls=1: the rank's worker exits after the run, so no CUDA context or user module outlives
         # it, and exits by itself, so Ray hears how its task ended (killed, it would show it as failed)
         remote: Any = ray.remote(max_calls=1)(cast(Any, _rank_task))
@@ -275,6 +298,8 @@ class RunSupervisor:
                     threads=max(1, int(self.cpus)),
                     cpu=rec.placement is Placement.CPU,
                     description=rec.description,
+                    memory_cap_mb=rec.mb_per_gpu if rec.gpus else None,
+                    memory_margin=margin,
                 )
             )
         self._set_state("running")
@@ -286,6 +311,16 @@ class RunSupervisor:
             return status, error, failing
         finally:
             self._kill_groups(grace)  # the ranks' workers and whatever they started: no rank outlives it
+
+    def _margin(self) -> float:
+        """The center's memory margin (for a rank's out-of-memory advice); the default when unreachable."""
+        import ray
+
+        try:
+            return float(ray.get(get_center().get_settings.remote(), timeout=REPORT_TIMEOUT_S).margin)
+        except Exception as e:
+            log.info("%s: reading the memory margin: %s: %s", self.record.task_id, type(e).__name__, e)
+            return DEFAULT_MARGIN
 
     def _wait(self, refs: list[Any]) -> tuple[TaskStatus, str, int]:
         import ray

@@ -19,7 +19,7 @@ from ..actors.jobs import JobState
 from ..errors import DlnestError
 from ..tasks import TaskStatus
 from .cluster import connect_client
-from .options import AddressOpt, EnvOpt, NoEnvOpt
+from .options import AddressOpt, EnvOpt, NoEnvOpt, parse_memory
 from .tables import print_json
 
 if TYPE_CHECKING:
@@ -78,12 +78,13 @@ def analyze(
         ),
     ] = None,
     memory: Annotated[
-        int | None,
+        str | None,
         typer.Option(
             "--memory",
             "-m",
-            metavar="MB",
-            help="GPU memory to reserve (default: the run's measured peak, else 90% of a GPU).",
+            metavar="MB|auto",
+            help="GPU memory to reserve in MB, or auto (the default: the run's measured peak plus a CUDA "
+            "context, else 90% of a GPU).",
         ),
     ] = None,
     cpu: Annotated[bool, typer.Option("--cpu", help="Load onto the CPU (never waits for a GPU).")] = False,
@@ -119,12 +120,13 @@ def analyze(
     from ..runenv import parse_env_options
 
     extra = parse_env_options(env or [])
+    memory_mb = parse_memory(memory)  # a bad value is one line before any connection
     client = connect_client(address, create=True)
     task_id = client.analyze(
         str(package.expanduser().resolve()),
         ckpt_id=ckpt,
         scripts_dir=str(scripts.expanduser().resolve()) if scripts else "",
-        memory_mb=memory,
+        memory_mb=memory_mb,
         placement="cpu" if cpu else "gpu",
         env=extra,
         capture_env=not no_env,

@@ -1,10 +1,10 @@
 """``dlnest-ray compare PACKAGE PACKAGE...``: several runs side by side, from their save packages alone.
 
 One table, one column per run (labelled by the run's description, else its folder name): status,
-finished epochs, wall time, devices, the config keys whose values differ between the runs (rows ``cfg
-a.b.c``), and the final and best value of every metric (the rule for "best" is in
-:mod:`dlnest_ray.savepack.compare`). No cluster and no Ray: only the package folders are
-read; pyarrow and matplotlib are imported inside the command.
+finished epochs, wall time, devices, GPU memory reserved → measured (``memory (MB)``), the config keys
+whose values differ between the runs (rows ``cfg a.b.c``), and the final and best value of every metric
+(``gpu_peak_mb`` among them; the rule for "best" is in :mod:`dlnest_ray.savepack.compare`). No cluster
+and no Ray: only the package folders are read; pyarrow and matplotlib are imported inside the command.
 """
 
 from __future__ import annotations
@@ -59,9 +59,9 @@ def compare(
     --plot FILE.png overlays one metric (--metric, default: the first common one) of every run.
     """
     # --json: {"packages", "differing_keys", "common_metrics", "runs": [{"name", "package", "status",
-    # "epochs", "wall_time_s", "devices", "world_size", "peak_gpu_mb", "config", "metrics": {NAME: {"goal",
-    # "final", "best", "best_epoch"}}}]}, plus "plot" with --plot. A config key a run lacks is left out of
-    # its "config"; NaN and infinities are null (strict JSON).
+    # "epochs", "wall_time_s", "devices", "world_size", "peak_gpu_mb", "reserved_mb", "config", "metrics":
+    # {NAME: {"goal", "final", "best", "best_epoch"}}}]}, plus "plot" with --plot. A config key a run
+    # lacks is left out of its "config"; NaN and infinities are null (strict JSON).
     from ..savepack.compare import common_metrics, differing_keys, load_run, run_labels, summarize_run
     from .plotting import require_matplotlib
 
@@ -102,6 +102,7 @@ def compare(
                 "devices": s.devices,
                 "world_size": s.world_size,
                 "peak_gpu_mb": s.peak_gpu_mb,
+                "reserved_mb": s.reserved_mb,
                 "config": {k: s.config[k] for k in keys if k in s.config},
                 "metrics": {
                     m: {
@@ -166,6 +167,7 @@ def _print_table(names: Sequence[str], summaries: Sequence[RunSummary], keys: Se
     from rich.markup import escape
     from rich.table import Table
 
+    from ..savepack.compare import memory_text
     from .tables import console
 
     table = Table(title=f"Comparing {len(summaries)} runs", title_justify="left")
@@ -183,11 +185,11 @@ def _print_table(names: Sequence[str], summaries: Sequence[RunSummary], keys: Se
         escape(", ".join(s.devices) or "-") + (f" ×{s.world_size} ranks" if (s.world_size or 1) > 1 else "")
         for s in summaries
     ]
-    if any(s.peak_gpu_mb is not None for s in summaries):  # only GPU runs record it
+    if any(s.peak_gpu_mb is not None or s.reserved_mb is not None for s in summaries):  # GPU runs only
         row("devices", devices)
         row(
-            "peak GPU MB",
-            ["-" if s.peak_gpu_mb is None else str(s.peak_gpu_mb) for s in summaries],
+            "memory (MB)",  # reserved → measured peak, per GPU
+            [memory_text(s.reserved_mb, s.peak_gpu_mb) for s in summaries],
             end_section=True,
         )
     else:

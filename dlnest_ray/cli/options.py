@@ -7,7 +7,10 @@ from typing import Annotated
 
 import typer
 
+from ..errors import DlnestError
+
 __all__ = [
+    "MEMORY_HELP",
     "AddressOpt",
     "DescOpt",
     "EnvOpt",
@@ -17,6 +20,7 @@ __all__ = [
     "NameByDescOpt",
     "NoEnvOpt",
     "NoSaveOpt",
+    "parse_memory",
 ]
 
 FreqOpt = Annotated[Path | None, typer.Option("--freq", "-f", help="A tuning config merged last.")]
@@ -54,3 +58,31 @@ HomeOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
+
+MEMORY_HELP = (
+    "GPU memory the run needs in all (split evenly over its GPUs): MB, or `auto` (the default). "
+    "auto: the largest peak measured by earlier runs of the same model code and config, × the margin "
+    "(`config --margin`); 90% of a GPU when there is nothing to learn from; lowered to the measured "
+    "peak × the margin after the first epoch. MB: kept as given for the whole run, and a cap: the run "
+    "gets out-of-memory beyond it."
+)
+
+
+def parse_memory(value: str | int | None) -> int | None:
+    """``--memory``: a positive whole number of MB, or ``auto`` (any case) / no option: ``None``, which
+    asks dlnest-ray to choose (learned estimate, right-sized after the first epoch). Anything else (0,
+    negative, not a whole number) raises :class:`DlnestError` with one line naming it."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    if text.lower() == "auto":
+        return None
+    try:
+        mb = int(text)
+    except ValueError:
+        raise DlnestError(
+            f"--memory {text!r} is not a number of MB: give a whole number of MB (e.g. 6000) or auto"
+        ) from None
+    if mb <= 0:
+        raise DlnestError(f"--memory must be a positive number of MB or auto (got {mb})")
+    return mb

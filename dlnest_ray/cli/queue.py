@@ -20,8 +20,27 @@ from ..runenv import parse_env_options
 from ..savepack.outputs import TaskSection, task_output_name
 from ..tasks import TaskKind, TaskRecord, TaskStatus
 from .cluster import connect_client
-from .options import AddressOpt, DescOpt, EnvOpt, FreqOpt, JsonOpt, NameByDescOpt, NoEnvOpt, NoSaveOpt
-from .tables import console, devices_table, print_json, settings_table, tasks_table, with_latest_metrics
+from .options import (
+    MEMORY_HELP,
+    AddressOpt,
+    DescOpt,
+    EnvOpt,
+    FreqOpt,
+    JsonOpt,
+    NameByDescOpt,
+    NoEnvOpt,
+    NoSaveOpt,
+    parse_memory,
+)
+from .tables import (
+    console,
+    devices_table,
+    memory_line,
+    print_json,
+    settings_table,
+    tasks_table,
+    with_latest_metrics,
+)
 
 if TYPE_CHECKING:
     from ..actors.client import Client
@@ -31,10 +50,8 @@ __all__ = ["config", "continue_", "delete", "devices", "log", "run", "tasks", "w
 POLL_S = 0.5
 
 MemoryOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--memory", "-m", metavar="MB", help="GPU memory the run needs in MB (default: 90% of a GPU)."
-    ),
+    str | None,  # parsed by parse_memory: a bad value is one error line (exit 1), not a usage error
+    typer.Option("--memory", "-m", metavar="MB|auto", help=MEMORY_HELP, show_default=False),
 ]
 MultiOpt = Annotated[
     bool, typer.Option("--multi-gpu", help="One process on several GPUs when one GPU is not enough.")
@@ -51,7 +68,7 @@ class QueueOptions:
     """The options every queued run takes (``run``, ``continue``): where it runs, its environment, and
     how the answer is printed. :func:`queue_options` adds them to a command."""
 
-    memory: int | None = None
+    memory: str | int | None = None  # ``--memory`` as given: MB, ``auto`` or None (see memory_mb)
     multi_gpu: bool = False
     ddp: bool = False
     gpus: int | None = None
@@ -70,14 +87,21 @@ class QueueOptions:
             raise DlnestError(f"{' and '.join(chosen)} exclude each other: choose one")
         return "cpu" if self.cpu else "multi" if self.multi_gpu else "ddp" if self.ddp else "gpu"
 
+    @property
+    def memory_mb(self) -> int | None:
+        """MB per GPU as asked, or None for ``auto`` (no ``--memory``): dlnest-ray chooses; DlnestError
+        for a value that is neither (:func:`~.options.parse_memory`)."""
+        return parse_memory(self.memory)
+
     def submit(self, send: Callable[..., str]) -> None:
         """Connect, ``send(client, placement=..., ...)`` the request, and print what was queued."""
         placement = self.placement
+        memory_mb = self.memory_mb
         extra = parse_env_options(self.env or [])
         client = connect_client(self.address, create=True)
         task_id = send(
             client,
-            memory_mb=self.memory,
+            memory_mb=memory_mb,
             placement=placement,
             gpus=self.gpus,
             env=extra,
@@ -117,12 +141,20 @@ def queue_options(command: Callable[..., None]) -> Callable[..., None]:
 
 
 def _report_submitted(client: Client, task_id: str, as_json: bool) -> None:
+    """What ``run``/``continue`` print: the task, its package, where its memory came from (the ``memory:``
+    line, :func:`~.tables.memory_line`), why it waits. ``--json``: ``task_id``, ``package``, ``status``, and
+    the memory keys of its row (``memory_mb``, ``mb_per_gpu``, ``memory_auto``, ``memory_source``)."""
     task = client.task(task_id)
+    row = task.to_row()
     if as_json:
-        print_json({"task_id": task_id, "package": task.package, "status": task.status.value})
+        memory = {k: row[k] for k in ("memory_mb", "mb_per_gpu", "memory_auto", "memory_source") if k in row}
+        print_json({"task_id": task_id, "package": task.package, "status": task.status.value, **memory})
         return
     typer.echo(f"task: {task_id} ({task.status})")
     typer.echo(f"package: {task.package}")
+    line = memory_line(row)
+    if line:
+        typer.echo(line)
     if task.status is TaskStatus.PENDING and task.wait_reason:
         typer.echo(f"waiting: {task.wait_reason}")
 
@@ -140,8 +172,10 @@ def run(
     """Queue a training run on the cluster; prints its task id and save package.
 
     The package (code snapshot, args.json) is created now, so later edits to the project do not change
-    the run. The center starts it on a GPU where --memory fits (several runs may share a GPU). The run
-    gets this shell's environment (less terminal and placement variables; see the README), like Slurm.
+    the run. The center starts it on a GPU where its memory fits (several runs may share a GPU); without
+    --memory (or with --memory auto) dlnest-ray estimates it and right-sizes it after the first epoch,
+    and `run` prints where the number came from. The run gets this shell's environment (less terminal
+    and placement variables; see the README), like Slurm.
     """
     QueueOptions(**options).submit(
         lambda client, **request: client.run_train(
@@ -208,7 +242,8 @@ def tasks(
 
 
 def devices(as_json: JsonOpt = False, address: AddressOpt = None) -> None:
-    """List the cluster's GPUs: total and free MB, MB reserved by dlnest-ray, tasks, enabled."""
+    """List the cluster's GPUs: total and free MB, MB reserved by dlnest-ray, enabled, and its tasks,
+    each with its memory: reserved → measured peak (`6000 → 4210 MB`; auto: at launch → right-sized)."""
     client = connect_client(address, create=False)
     rows = [d.to_json() for d in client.get_devices_info()]
     if as_json:
@@ -216,7 +251,8 @@ def devices(as_json: JsonOpt = False, address: AddressOpt = None) -> None:
     elif not rows:
         typer.echo("no GPUs in the cluster: only --cpu runs can start")
     else:
-        console().print(devices_table(rows))
+        tasks = [t.to_row() for t in client.get_task_info(include_finished=False)]
+        console().print(devices_table(rows, tasks))
 
 
 def delete(
@@ -269,10 +305,23 @@ def config(
         float | None,
         typer.Option("--delay", metavar="S", help="Seconds between scheduling passes (and launch cooldown)."),
     ] = None,
+    margin: Annotated[
+        float | None,
+        typer.Option(
+            "--margin",
+            metavar="X",
+            help="Memory margin (>= 1, default 1.15): an auto run is right-sized to its measured peak × X, "
+            "and learned estimates are earlier peaks × X.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
     address: AddressOpt = None,
 ) -> None:
-    """Show the center's settings, or change them (enabled GPUs, tasks per GPU, delay)."""
+    """Show the center's settings, or change them (enabled GPUs, tasks per GPU, delay, memory margin)."""
+    if margin is not None and not margin >= 1:  # NaN included; the center checks it too
+        raise DlnestError(
+            f"--margin must be 1 or more (got {margin:g}): a reservation never goes below the peak"
+        )
     client = connect_client(address, create=False)
     changed = False
     if devices_:
@@ -287,6 +336,10 @@ def config(
     if delay is not None:
         client.change_delay(delay)
         typer.echo(f"scheduling delay: {delay:g} s", err=as_json)
+        changed = True
+    if margin is not None:
+        client.change_margin(margin)
+        typer.echo(f"memory margin: {margin:g}", err=as_json)
         changed = True
     if as_json:
         print_json(_get_settings(client))

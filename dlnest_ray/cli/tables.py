@@ -13,18 +13,22 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..tasks import TaskKind, TaskStatus
+from ..tasks import TaskKind, TaskRecord, TaskStatus
 
 __all__ = [
     "console",
+    "device_tasks_text",
     "devices_table",
     "duration",
     "latest_metrics_text",
+    "memory_line",
+    "memory_text",
     "print_json",
     "settings_table",
     "stamp",
     "task_devices",
     "task_latest_metrics",
+    "task_memory_by_id",
     "task_ran",
     "tasks_table",
     "with_latest_metrics",
@@ -123,9 +127,75 @@ def _phase_note(task: Mapping[str, Any]) -> str:
     return f" ({phase})" if row_status(task) is TaskStatus.RUNNING and phase and phase != "running" else ""
 
 
+# ------------------------------------------------------------------------------------------ memory
+ARROW = "→"
+DEFAULT_SHARE_TEXT = "auto 90%"  # an auto task with nothing to learn from asks for 90% of a GPU
+
+
+def _int(value: Any) -> int | None:
+    """A whole number of MB from a row value (None, missing, 0 or not a number: None)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return int(value) if value > 0 else None
+
+
+def memory_text(task: Mapping[str, Any] | TaskRecord) -> str:
+    """A task's GPU memory per GPU in one cell (``tasks``, the shell, ``devices``).
+
+    Given (``--memory MB``): ``6000 MB`` until a peak is measured, then ``6000 → 4210 MB`` (reservation →
+    measured peak). Chosen by dlnest-ray (``memory_auto``): ``auto 14400 MB``, and ``auto 14400 → 4800 MB``
+    (reservation at launch → the right-sized one) once right-sized. Not placed yet: what it asks for,
+    ``6000 MB``, ``auto 14400 MB``, or ``auto 90%`` when there is no number (90% of the GPU it gets).
+    A CPU task: ``-``. Rows from before memory was measured (no ``memory_auto``, ``peak_mb`` …) read as
+    given. Never raises on a row with missing or odd values."""
+    row: Mapping[str, Any] = task.to_row() if isinstance(task, TaskRecord) else task
+    if row.get("placement") == "cpu":
+        return "-"
+    auto = bool(row.get("memory_auto"))
+    prefix = "auto " if auto else ""
+    now = _int(row.get("mb_per_gpu"))
+    if now is None:  # not placed (pending, or ended before it was)
+        asked = _int(row.get("memory_mb"))
+        return f"{prefix}{asked} MB" if asked is not None else DEFAULT_SHARE_TEXT
+    if auto:
+        first = _int(row.get("first_mb_per_gpu")) or now
+        resized = bool(row.get("right_sized")) and first != now
+        return f"auto {first} {ARROW} {now} MB" if resized else f"auto {now} MB"
+    peak = _int(row.get("peak_mb"))
+    return f"{now} {ARROW} {peak} MB" if peak is not None else f"{now} MB"
+
+
+def memory_line(task: Mapping[str, Any] | TaskRecord) -> str:
+    """What ``run``/``continue`` print after submitting: ``memory: 4800 MB, learned from 3 earlier runs
+    (peak 4170 MB)`` — the task's reservation (placed) or request, and where the number came from
+    (``memory_source``). ``""`` for a CPU task and for a center that does not say where it came from."""
+    row: Mapping[str, Any] = task.to_row() if isinstance(task, TaskRecord) else task
+    source = str(row.get("memory_source") or "")
+    if row.get("placement") == "cpu" or not source:
+        return ""
+    mb = _int(row.get("mb_per_gpu")) or _int(row.get("memory_mb"))
+    return f"memory: {mb} MB, {source}" if mb is not None else f"memory: {source}"
+
+
+def task_memory_by_id(tasks: Iterable[Mapping[str, Any] | TaskRecord]) -> dict[str, str]:
+    """``{task_id: memory_text(task)}`` for the ``devices`` views (a GPU lists its tasks' ids)."""
+    out: dict[str, str] = {}
+    for t in tasks:
+        row: Mapping[str, Any] = t.to_row() if isinstance(t, TaskRecord) else t
+        out[str(row.get("task_id"))] = memory_text(row)
+    return out
+
+
+def device_tasks_text(device: Mapping[str, Any], memory: Mapping[str, str], *, sep: str = ", ") -> str:
+    """A GPU's tasks, each with its memory where known: ``T_0003 6000 → 4210 MB, T_0005 auto 9000 MB``
+    (a task id without a row shows alone); ``-`` for none."""
+    ids = [str(t) for t in device.get("tasks") or []]
+    return sep.join(f"{t} {memory[t]}" if memory.get(t) else t for t in ids) or "-"
+
+
 # ------------------------------------------------------------------------------------ latest metrics
 LATEST_KEYS = 3  # log scalars shown in a task row: the first ones of the metrics file, in its order
-_NOT_LOG = ("epoch", "step", "wall_time")
+_NOT_LOG = ("epoch", "step", "wall_time", "gpu_peak_mb")  # the memory column shows the peak
 
 
 def task_latest_metrics(task: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -201,7 +271,7 @@ def tasks_table(tasks: Sequence[Mapping[str, Any]], *, title: str) -> Any:
         ("id", {"no_wrap": True}),
         ("status", {"no_wrap": True}),
         ("devices", {"no_wrap": True}),
-        ("MB/GPU", {"justify": "right"}),
+        ("memory/GPU", {"justify": "right", "no_wrap": True}),
         ("package", {"overflow": "fold"}),
         ("description", {}),
         ("submitted", {"no_wrap": True}),
@@ -212,14 +282,11 @@ def tasks_table(tasks: Sequence[Mapping[str, Any]], *, title: str) -> Any:
         table.add_column(name, **kw)
     for t in tasks:
         status = str(t["status"])
-        mb = t.get("mb_per_gpu") or 0
-        requested = t.get("memory_mb")
-        mb_text = str(mb) if mb else (f"({requested})" if requested and t.get("placement") != "cpu" else "-")
         table.add_row(
             str(t["task_id"]),
             f"[{_style(t)}]{status}[/]" + _phase_note(t),
             task_devices(t),
-            mb_text,
+            memory_text(t),
             # user text (names, descriptions, errors, metric names) is escaped: `KeyError: '[model]'`
             # would otherwise lose `[model]` as a style tag
             escape(Path(str(t.get("package", ""))).name),
@@ -232,9 +299,15 @@ def tasks_table(tasks: Sequence[Mapping[str, Any]], *, title: str) -> Any:
     return table
 
 
-def devices_table(devices: Iterable[Mapping[str, Any]]) -> Any:
+def devices_table(
+    devices: Iterable[Mapping[str, Any]], tasks: Iterable[Mapping[str, Any] | TaskRecord] = ()
+) -> Any:
+    """The GPUs as a rich Table; each GPU's tasks with their memory (:func:`memory_text`: reserved →
+    measured) when ``tasks`` holds their rows."""
+    from rich.markup import escape
     from rich.table import Table
 
+    memory = task_memory_by_id(tasks)
     table = Table(title="GPUs", title_justify="left")
     table.add_column("device", no_wrap=True)
     for name in ("total MB", "free MB", "reserved MB"):
@@ -247,7 +320,7 @@ def devices_table(devices: Iterable[Mapping[str, Any]]) -> Any:
             str(d["total_mb"]),
             str(d["free_mb"]),
             str(d["reserved_mb"]),
-            ", ".join(d.get("tasks") or []) or "-",
+            escape(device_tasks_text(d, memory)),
             "yes" if d.get("enabled", True) else "[red]no[/]",
         )
     return table
@@ -265,6 +338,10 @@ def settings_table(settings: Mapping[str, Any], devices: Iterable[Mapping[str, A
     table.add_row("disabled devices", " ".join(sorted(disabled)) or "none")
     table.add_row("max tasks per device", str(settings.get("max_tasks_per_device")))
     table.add_row("scheduling delay (s)", f"{float(settings.get('delay_s', 0)):g}")
+    if "margin" in settings:
+        table.add_row(
+            "memory margin", f"{float(settings['margin']):g} (right-sized = measured peak × margin)"
+        )
     if "starvation_s" in settings:
         table.add_row("starvation bound (s)", f"{float(settings['starvation_s']):g}")
     return table

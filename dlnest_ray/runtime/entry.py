@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 
 from ..atomic import atomic_write_bytes
 from ..errors import RunStopped
@@ -16,6 +17,7 @@ from ..errors import RunStopped
 # Where a rank's stop request and process group live in the package: owned by the package layout, and
 # re-exported here under the names the run supervisor imports.
 from ..savepack.layout import RUN_DIR, pid_file, pid_record, stop_file
+from ..scheduling.specs import DEFAULT_MARGIN
 
 __all__ = ["RUN_DIR", "pid_file", "run_rank", "stop_file"]
 
@@ -30,8 +32,13 @@ def run_rank(
     threads: int,
     cpu: bool,
     description: str = "",
+    memory_cap_mb: int | None = None,
+    memory_margin: float = DEFAULT_MARGIN,
+    memory_report: Callable[[int, int | None], int | None] | None = None,
 ) -> dict[str, object]:
-    """Train this rank; returns ``{"finished_epoch"}``. Raises TrainingFailed on a user error, and
+    """Train this rank; returns ``{"finished_epoch"}``. ``memory_cap_mb``: the rank's reservation on its
+    GPU (its allocator is capped there); ``memory_report(epoch, peak_mb)``: called after each epoch, it
+    returns the reservation then (right-sizing lowers it). Raises TrainingFailed on a user error, and
     :class:`~dlnest_ray.errors.RunStopped` when the run was asked to stop: Ray then shows the rank task
     as failed with that message (as it shows a task it cancelled), never as finished."""
     import torch
@@ -58,6 +65,9 @@ def run_rank(
                 description=description,
                 stop_file=str(stop_file(package, task_id)),
                 task_id=task_id,
+                memory_cap_mb=memory_cap_mb,
+                memory_margin=memory_margin,
+                memory_report=memory_report,
             ),
         )
         return {"finished_epoch": result.finished_epoch}

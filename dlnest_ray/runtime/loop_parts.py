@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import copy
 import inspect
-import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,9 +28,9 @@ __all__ = [
     "describe",
     "len_or_none",
     "mark_output",
+    "max_over_ranks",
     "move_to_device",
     "overrides_aborting",
-    "peak_gpu_mb",
 ]
 
 
@@ -56,6 +55,14 @@ class TrainOptions:
     description: str = ""
     stop_file: str | None = None  # when this file exists, the run stops as if interrupted (dlnest-ray del)
     task_id: str | None = None  # the queued task this run belongs to, recorded in its segment
+    # GPU memory (runtime.memory): this rank's reservation on its GPU when it starts, enforced as a cap
+    # (None: no cap); ``memory_report(epoch, peak_mb)`` is called on every rank after each epoch has ended
+    # (training, validation and save) with the peak over all ranks (None when nothing is measured) and
+    # returns the rank's new reservation, applied as the cap at once, or None for "unchanged" (an
+    # exception from it fails the run); ``memory_margin`` scales the out-of-memory line's suggestion.
+    memory_cap_mb: int | None = None
+    memory_report: Callable[[int, int | None], int | None] | None = None
+    memory_margin: float = 1.15
 
 
 class StopRequested(KeyboardInterrupt):
@@ -168,10 +175,15 @@ def describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
-def peak_gpu_mb(device: Any) -> int | None:
-    """Torch's peak reserved GPU memory in this process, in MB (None on CPU): an analyzer's default."""
-    if device is None or getattr(device, "type", "") != "cuda":
-        return None
+def max_over_ranks(value: int | None, status: RunningStatus) -> int | None:
+    """The largest ``value`` over the ranks (an all-reduce MAX under DDP, which every rank must call;
+    None counts as nothing); outside DDP ``value`` itself."""
+    if status.env is not EnvType.DDP:
+        return value
     import torch
+    import torch.distributed as tdist
 
-    return math.ceil(torch.cuda.max_memory_reserved(device) / 2**20)
+    t = torch.tensor([-1 if value is None else value], dtype=torch.int64, device=status.device)
+    tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+    out = int(t.item())
+    return None if out < 0 else out

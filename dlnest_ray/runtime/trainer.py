@@ -8,6 +8,12 @@ scalars when the config enables them), ``after_one_epoch``, and on while ``need_
 Every stage has before/after hooks; ``"Skip"`` skips the stage. The config's plugins
 (:mod:`dlnest_ray.plugins`) run beside the hooks.
 
+GPU memory (:mod:`.memory`): a rank on a GPU (or a fake one) is capped at ``memory_cap_mb`` from the
+start. Once an epoch has ended (training, validation, save) its peak, the largest over the ranks, goes
+into the metrics row (``gpu_peak_mb``) and to ``memory_report``, whose answer is the new cap; the peak
+window then starts anew. The segment records the cap at its start (``reserved_mb``) and the largest peak
+(``peak_gpu_mb``). Torch's ``OutOfMemoryError`` ends the run with one line saying what to resubmit with.
+
 A user exception anywhere ends the run: ``train_aborting`` prints the traceback into the output,
 ``after_all`` still runs, pending checkpoint writes finish, the process group is destroyed, and
 :class:`~dlnest_ray.errors.TrainingFailed` is raised. A requested stop (:class:`StopRequested`) ends
@@ -63,10 +69,11 @@ from .loop_parts import (
     describe,
     len_or_none,
     mark_output,
+    max_over_ranks,
     move_to_device,
     overrides_aborting,
-    peak_gpu_mb,
 )
+from .memory import MemoryMeter, meter_for, out_of_memory_error, out_of_memory_line, out_of_memory_peak
 from .output import OutputTee
 from .status import EnvType, Phase, RunningStatus
 from .tensorboard import EpochScalars
@@ -116,6 +123,9 @@ class Trainer:
         self.tb: EpochScalars | None = None  # rank 0's TensorBoard writer when the config enables it
         self.last_ckpt: int | None = None
         self.failure: BaseException | None = None
+        self.meter: MemoryMeter | None = None  # this rank's GPU memory (None on a plain CPU run)
+        self.run_peak: int | None = None  # the largest peak measured in this segment (all ranks)
+        self.failure_line: str | None = None  # the out-of-memory line the run fails with
 
     # ------------------------------------------------------------------------------------ lifecycle
     def run(self) -> TrainResult:
@@ -125,6 +135,7 @@ class Trainer:
             self.fit()
         except BaseException as e:  # user code may raise anything; KeyboardInterrupt is a stop
             self.failure = e
+            self._note_out_of_memory(e)
             self._aborting(e)
         self.close()
         return self._result()
@@ -138,6 +149,9 @@ class Trainer:
         seed_everything(self.seed + max(st.rank, 0))
         self.state = self._load_state()
         self._open_records()
+        self.meter = meter_for(st.device, self.args, os.environ)
+        if self.meter is not None and self.opts.memory_cap_mb is not None:
+            self.meter.set_cap(self.opts.memory_cap_mb)  # before user code allocates anything
         self._build_components()
 
     def _open_records(self) -> None:
@@ -187,10 +201,13 @@ class Trainer:
 
     def close(self) -> None:
         """Every teardown, each guarded (a failing one is printed and, first of all, the run's failure):
-        ``after_all``, plugins, TensorBoard, pending checkpoint writes, the process group, the segment."""
+        ``after_all``, the memory cap, plugins, TensorBoard, pending checkpoint writes, the process group,
+        the segment."""
         comps, st = self.comps, self.status
         if comps is not None:
             self._guard(comps.life_cycle.after_all)
+        if self.meter is not None and self.meter.cap_mb is not None:  # a foreground process goes on
+            self._guard(functools.partial(self.meter.set_cap, None), fails_run=False)
         self._guard(self.plugins.close, fails_run=False)  # plugins never fail a run
         if self.tb is not None:
             self._guard(self.tb.close, fails_run=False)  # TensorBoard events are a view
@@ -202,14 +219,19 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ one epoch
     def _one_epoch(self, c: Components, stop: StopCheck) -> None:
-        """``before_one_epoch``; unless skipped, train, validate, save and record; ``after_one_epoch``."""
+        """``before_one_epoch``; unless skipped, train, validate, save, measure and record; then
+        ``after_one_epoch``."""
         lc = c.life_cycle
         marks = list_marks(c.log)  # the metrics row takes the epoch's mean of what lists gain now
         if not skipped(lc.before_one_epoch()):
             self._train_epoch(c, stop)
+            if self.meter is not None:
+                self.meter.after_training(c.finished_epoch)  # a fake meter allocates here
             self._maybe_validate(c)
             self._maybe_save(c)
-            self._record_epoch(c, marks)
+            peak = self._epoch_peak()
+            self._record_epoch(c, marks, peak)
+            self._report_memory(c.finished_epoch, peak)
         lc.after_one_epoch()
 
     def _train_epoch(self, c: Components, stop: StopCheck) -> None:
@@ -277,11 +299,13 @@ class Trainer:
             barrier(st)  # every rank waits until rank 0 has captured the state
         lc.after_save_model()
 
-    def _record_epoch(self, c: Components, marks: dict[str, tuple[int, int]]) -> None:
-        """The epoch's metrics row (rank 0: Parquet, TensorBoard, the display), then the plugins."""
+    def _record_epoch(self, c: Components, marks: dict[str, tuple[int, int]], peak: int | None) -> None:
+        """The epoch's metrics row (rank 0: Parquet, TensorBoard, the display), with ``gpu_peak_mb`` when
+        a peak was measured, then the plugins."""
         if self.metrics is not None:
+            log = c.log if peak is None else {**c.log, "gpu_peak_mb": peak}
             row = self.metrics.append(
-                epoch=c.finished_epoch, step=c.global_step, wall_time=time.time(), log=c.log, marks=marks
+                epoch=c.finished_epoch, step=c.global_step, wall_time=time.time(), log=log, marks=marks
             )
             if self.tb is not None:
                 self.tb.add_epoch(row)
@@ -307,6 +331,67 @@ class Trainer:
         if not skipped(lc.before_validation_analyze()):
             model.validation_analyze(c.log)
         lc.after_validation_analyze()
+
+    # ------------------------------------------------------------------------------------ memory
+    def _epoch_peak(self) -> int | None:
+        """The epoch's peak, the largest over the ranks (every DDP rank takes part, meter or not)."""
+        peak = max_over_ranks(self.meter.peak_mb() if self.meter is not None else None, self.status)
+        if peak is not None:
+            self.run_peak = peak if self.run_peak is None else max(self.run_peak, peak)
+        return peak
+
+    def _report_memory(self, epoch: int, peak: int | None) -> None:
+        """``memory_report`` (every rank), its new cap applied at once; a new peak window starts."""
+        report, meter = self.opts.memory_report, self.meter
+        if report is not None:
+            cap = report(epoch, peak)
+            if cap is not None and meter is not None and cap != meter.cap_mb:
+                meter.set_cap(cap)
+        if meter is not None:
+            meter.reset()
+
+    def _note_out_of_memory(self, e: BaseException) -> None:
+        """For torch's ``OutOfMemoryError`` on a measured GPU: the peak it implies (kept for the segment)
+        and the one line the run fails with, printed into the output."""
+        meter, oom = self.meter, out_of_memory_error(e)
+        if meter is None or oom is None:
+            return
+        peak = out_of_memory_peak(self._meter_peak(), meter.cap_mb, str(oom))
+        if peak is not None:
+            self.run_peak = peak if self.run_peak is None else max(self.run_peak, peak)
+        self.failure_line = out_of_memory_line(
+            who=self.opts.task_id or "the run",
+            gpu=meter.gpu,
+            cap_mb=meter.cap_mb,
+            peak_mb=peak,
+            margin=self.opts.memory_margin,
+            n_gpus=self._gpu_count(),
+        )
+        print(f"[dlnest-ray] {self.failure_line}", flush=True)
+
+    def _meter_peak(self) -> int | None:
+        """This rank's peak since the last reset, or None (no meter, or a GPU too broken to say)."""
+        if self.meter is None:
+            return None
+        try:
+            return self.meter.peak_mb()
+        except Exception as e:  # after a CUDA error the device may not answer: the segment still ends
+            log.debug("could not read the GPU memory peak: %s", describe(e))
+            return None
+
+    def _gpu_count(self) -> int:
+        """The run's GPUs: its ranks under DDP, the visible GPUs of a multi-GPU process, else one."""
+        st = self.status
+        if st.env is EnvType.DDP:
+            return st.world_size
+        if st.env is EnvType.GPUS:
+            return max(1, len([g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g]))
+        return 1
+
+    def _segment_peak(self) -> int | None:
+        """The segment's peak: the largest of its epochs' (over the ranks) and what rank 0 saw since."""
+        peaks = [p for p in (self.run_peak, self._meter_peak()) if p is not None]
+        return max(peaks) if peaks else None
 
     # ------------------------------------------------------------------------------------ helpers
     def _components(self) -> Components:
@@ -363,14 +448,16 @@ class Trainer:
             self.segment,
             status=outcome,
             finished_epoch=self.comps.finished_epoch if self.comps else -1,
-            error=None if failure is None else describe(failure),
-            peak_gpu_mb=peak_gpu_mb(self.status.device),
+            error=None if failure is None else self.failure_line or describe(failure),
+            peak_gpu_mb=self._segment_peak(),
         )
 
     def _result(self) -> TrainResult:
         failure, comps = self.failure, self.comps
         if isinstance(failure, KeyboardInterrupt):
             raise self._stopped(failure)
+        if failure is not None and self.failure_line is not None:
+            raise TrainingFailed(self.failure_line) from failure
         if failure is not None:
             out = self.pkg.output_path(self.status.rank if self.dist else None)
             if isinstance(failure, DlnestError) and not isinstance(failure, TrainingFailed):
@@ -439,6 +526,7 @@ class Trainer:
                 "description": self.opts.description,
                 "task_id": self.opts.task_id,
                 "seed": self.seed,
+                "reserved_mb": self.opts.memory_cap_mb,
                 "environment": sorted(
                     filter(None, names.split(","))
                 ),  # the submitter's variables, names only

@@ -43,9 +43,11 @@ __all__ = [
     "flatten_config",
     "load_metrics",
     "load_run",
+    "memory_text",
     "metric_goal",
     "run_description",
     "run_labels",
+    "segment_reserved_mb",
     "summarize_metric",
     "summarize_run",
 ]
@@ -226,7 +228,9 @@ class RunSummary:
     (``None`` when none did); a segment still running, or whose process was killed, has no end and adds
     nothing. ``devices``: every device the segments recorded, in order, without repeats (under DDP each
     segment records rank 0's device; ``world_size`` is the largest world size). ``peak_gpu_mb``: the
-    largest ``peak_gpu_mb`` a segment recorded (``None`` on CPU or when not recorded). ``status``: the last
+    largest ``peak_gpu_mb`` a segment recorded (``None`` on CPU or when not recorded); ``reserved_mb``: the
+    largest reservation per GPU a segment recorded (:func:`segment_reserved_mb`; ``None`` when none did: CPU
+    runs, foreground ``train``, packages from before reservations were recorded). ``status``: the last
     segment's status (``succeeded``, ``failed``, ``interrupted``), ``unfinished`` when it has no end yet
     (running, or killed), ``not started`` without segments.
     """
@@ -240,6 +244,30 @@ class RunSummary:
     peak_gpu_mb: int | None
     status: str
     config: dict[str, Any] = field(default_factory=dict)
+    reserved_mb: int | None = None
+
+
+def segment_reserved_mb(segment: Segment) -> int | None:
+    """The GPU memory (MB per GPU) the segment's task had reserved, from its ``reserved_mb`` key; None
+    when it is not recorded or not a positive number. Read by name, so a :class:`Segment` that keeps the
+    key among its unknown ones (``extra``) reads the same."""
+    value = getattr(segment, "reserved_mb", None)
+    if value is None:
+        value = segment.extra.get("reserved_mb")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    x = float(value)
+    return math.ceil(x) if math.isfinite(x) and x > 0 else None
+
+
+def memory_text(reserved_mb: int | None, peak_mb: int | None) -> str:
+    """``compare``'s memory cell, reserved → measured in MB: ``6000 → 4210``; ``→ 4210`` with no
+    reservation recorded (a foreground run); ``6000 → -`` with no peak (it ended before measuring, or ran
+    on CPU); ``-`` when neither is known."""
+    if reserved_mb is None and peak_mb is None:
+        return "-"
+    peak = "-" if peak_mb is None else str(peak_mb)
+    return f"→ {peak}" if reserved_mb is None else f"{reserved_mb} → {peak}"
 
 
 def _as_float(value: Any) -> float | None:
@@ -260,6 +288,7 @@ def summarize_run(run: RunData) -> RunSummary:
     for s in segments:
         if isinstance(s.peak_gpu_mb, int):  # whole MB, as the trainer records it (math.ceil)
             peaks.append(s.peak_gpu_mb)
+    reserved = [mb for s in segments if (mb := segment_reserved_mb(s)) is not None]
     if not segments:
         status = "not started"
     else:
@@ -287,6 +316,7 @@ def summarize_run(run: RunData) -> RunSummary:
         peak_gpu_mb=max(peaks) if peaks else None,
         status=status,
         config=config,
+        reserved_mb=max(reserved) if reserved else None,
     )
 
 

@@ -112,9 +112,11 @@ class Segment:
 
     ``started``/``ended``: unix seconds (``ended`` is None while running, or when the process was killed);
     ``status``: ``succeeded``, ``failed`` or ``interrupted`` once ended; ``finished_epoch``: the last epoch
-    finished (-1: none); ``peak_gpu_mb``: torch's peak reserved memory (None on CPU); ``environment``: the
-    names (not values) of the submitter's variables the run got; ``node``: the Ray node on a cluster.
-    Every field is None when not recorded.
+    finished (-1: none); ``peak_gpu_mb``: the largest measured peak per GPU in MB over the segment's epochs
+    and ranks, torch's peak reserved memory plus the CUDA context (None on CPU); ``reserved_mb``: the
+    rank's reservation (its memory cap) per GPU when the segment started (None: no cap, and in files
+    written before it was recorded); ``environment``: the names (not values) of the submitter's variables
+    the run got; ``node``: the Ray node on a cluster. Every field is None when not recorded.
     """
 
     kind: str | None = None
@@ -137,6 +139,7 @@ class Segment:
     finished_epoch: int | None = None
     error: str | None = None
     peak_gpu_mb: float | None = None
+    reserved_mb: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     nulls: frozenset[str] = frozenset()
 
@@ -161,6 +164,7 @@ class Segment:
         "finished_epoch": is_int,
         "error": is_str,
         "peak_gpu_mb": is_num,
+        "reserved_mb": is_int,
     }
     _TUPLES: ClassVar[tuple[str, ...]] = ("devices", "environment")
 

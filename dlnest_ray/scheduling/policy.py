@@ -3,8 +3,15 @@
 Rules:
 
 * A GPU task needs ``memory_mb`` (default 90% of the GPU's total) on one GPU whose usable memory
-  (NVML free minus what runs launched within the cooldown reserved) covers it and whose task count is
-  below the maximum; among those, best fit (least memory left over).
+  covers it and whose task count is below the maximum; among those, best fit (least memory left over).
+* Usable memory holds reservations for the whole run: it is the smaller of NVML's free memory less
+  what runs launched within the cooldown reserved (memory of other programs counts through NVML) and
+  the GPU's total less, for every dlnest-ray task running there (``GpuState.holders``), the larger of
+  its reservation and its measured peak. A run that has not grown to its reservation yet, or that
+  will grow again, keeps its share, so a task placed beside it never relies on memory it may take
+  back. When memory is what blocks, the wait reason names what holds the best GPU, largest first
+  (``needs 6000 MB on 1 GPU; a:gpu0 has 4200 MB left after T_0003 (9000) and T_0005 (2800)``), and
+  what other programs use when NVML's free memory is the tighter bound.
 * ``multi``/``ddp`` without ``gpus``: when no single GPU fits, the fewest GPUs of one node that each
   cover ``ceil(memory / k)``. ``gpus=K``: exactly K GPUs of one node. Ranks always get distinct GPUs.
 * Every rank holds ``cpus_per_rank`` CPUs of its node (a DDP run one per GPU): a task goes only where
@@ -25,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .specs import Decision, GpuState, Launch, NodeCpus, Placement, Settings, Snapshot, TaskSpec, Wait
+from .specs import Decision, GpuState, Holder, Launch, NodeCpus, Placement, Settings, Snapshot, TaskSpec, Wait
 
 __all__ = ["DRAINING_REASON", "decide", "infeasible"]
 
@@ -86,6 +93,7 @@ class _Pool:
         self.usable = [g.usable_mb for g in gpus]
         self.tasks = [g.tasks for g in gpus]
         self.held_for: dict[int, str] = {}  # GPU position → the starving task it is reserved for
+        self.launched: dict[int, list[Holder]] = {}  # GPU position → launches of this pass on it
         self.by_node: dict[str, list[int]] = {}
         for i, g in enumerate(gpus):
             self.by_node.setdefault(g.node, []).append(i)
@@ -95,6 +103,8 @@ class _Pool:
         self._tops: list[list[int]] = []
         self._summary_version = -1
         self._summary_value: tuple[str | None, int, str, int] = (None, -1, "", 0)
+        self._left_key = (-1, -1)
+        self._left_value: str | None = None
 
     def _compute_open(self, i: int) -> bool:
         g = self.gpus[i]
@@ -111,8 +121,9 @@ class _Pool:
             self.cpus[node] -= need
             self.version += 1
 
-    def take(self, positions: Sequence[int], mb: int) -> None:
+    def take(self, positions: Sequence[int], mb: int, task_id: str) -> None:
         for i in positions:
+            self.launched.setdefault(i, []).append(Holder(task_id=task_id, mb=mb))
             self.usable[i] -= mb
             self.tasks[i] += 1
             self.is_open[i] = self._compute_open(i)
@@ -230,18 +241,50 @@ class _Pool:
         self._summary_version = self.version
         return self._summary_value
 
+    def left(self, i: int) -> str | None:
+        """What holds GPU ``i``: ``a:gpu0 has 4200 MB left after T_0003 (9000) and T_0005 (2800)``,
+        the running tasks and this pass's launches largest first (at most 3, then "and N more"), and
+        ``; other programs use N MB`` when NVML's free memory is the tighter bound. None when no
+        dlnest-ray task holds the GPU."""
+        if self._left_key == (self.version, i):
+            return self._left_value
+        self._left_key, self._left_value = (self.version, i), self._compute_left(i)
+        return self._left_value
+
+    def _compute_left(self, i: int) -> str | None:
+        g = self.gpus[i]
+        holders = [*g.holders, *self.launched.get(i, ())]
+        if not holders:
+            return None
+        holders.sort(key=lambda h: (-h.mb, h.task_id))
+        names = [f"{h.task_id} ({h.mb})" for h in holders[:3]]
+        if len(holders) > 3:
+            names.append(f"{len(holders) - 3} more")
+        listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+        text = f"{g.label} has {max(self.usable[i], 0)} MB left after {listed}"
+        held = g.held_mb
+        others = g.total_mb - g.free_mb - held
+        if g.free_mb - g.recent_mb < g.total_mb - held and others > 0:
+            text += f"; other programs use {others} MB"
+        return text
+
     def explain(self, task: TaskSpec) -> str:
         blocked, best, node, count = self._summary()
         if blocked is not None:
             return blocked
         g = self.gpus[best]
         free = max(self.usable[best], 0)
+        left = self.left(best)
         if task.gpus is None and not task.placement.spreads:
             need = _need(task, g.total_mb, 1, self.settings)
+            if left is not None:
+                return f"needs {need} MB on 1 GPU; {left}"
             return f"needs {need} MB on 1 GPU; best free is {free} MB on {g.label}"
         k = task.gpus or max(len(v) for v in self.by_node.values())
         need = _need(task, g.total_mb, k, self.settings)
         what = f"{task.gpus} GPUs" if task.gpus else f"up to {k} GPUs"
+        if left is not None:
+            return f"needs {what} of one node with {need} MB each; {count} open GPU(s) on {node}; {left}"
         return (
             f"needs {what} of one node with {need} MB each; best free is {free} MB on "
             f"{g.label} ({count} open GPU(s) on {node})"
@@ -277,7 +320,7 @@ def decide(pending: Sequence[TaskSpec], snapshot: Snapshot) -> list[Decision]:
         found = pool.place(task)
         if found is not None:
             node, positions, mb = found
-            pool.take(positions, mb)
+            pool.take(positions, mb, task.task_id)
             pool.take_cpus(node, task.cpus_on(len(positions)))
             gpus = tuple(pool.gpus[i].index for i in positions)
             out.append(Launch(task_id=task.task_id, node=node, gpus=gpus, mb_per_gpu=mb))

@@ -8,6 +8,7 @@ from enum import Enum
 __all__ = [
     "Decision",
     "GpuState",
+    "Holder",
     "Launch",
     "NodeCpus",
     "Placement",
@@ -64,9 +65,20 @@ class TaskSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Holder:
+    """A running dlnest-ray task on a GPU and the MB it holds there for its whole run: the larger of
+    its reservation (``mb_per_gpu``) and its measured peak per GPU."""
+
+    task_id: str
+    mb: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class GpuState:
-    """One GPU as the policy sees it. ``recent_mb``: memory of runs launched within the cooldown that
-    may not have allocated yet (not yet visible in ``free_mb``)."""
+    """One GPU as the policy sees it. ``free_mb``: NVML's free memory (what other programs use counts
+    there). ``recent_mb``: memory of runs launched within the cooldown that may not have allocated yet
+    (not yet visible in ``free_mb``). ``holders``: every dlnest-ray task running on it, each with what it
+    holds; they keep their share for their whole run, whatever they use at the moment."""
 
     node: str
     index: int
@@ -75,10 +87,18 @@ class GpuState:
     tasks: int = 0
     enabled: bool = True
     recent_mb: int = 0
+    holders: tuple[Holder, ...] = ()
+
+    @property
+    def held_mb(self) -> int:
+        """MB the running dlnest-ray tasks hold on this GPU (sum over ``holders``)."""
+        return sum(h.mb for h in self.holders)
 
     @property
     def usable_mb(self) -> int:
-        return self.free_mb - self.recent_mb
+        """MB a new task may take: NVML free less the recent launches, and never more than the total
+        less what the running tasks hold (may be negative when over-committed)."""
+        return min(self.free_mb - self.recent_mb, self.total_mb - self.held_mb)
 
     @property
     def label(self) -> str:

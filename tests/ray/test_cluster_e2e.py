@@ -72,7 +72,8 @@ def test_two_runs_share_gpu0_and_a_third_waits_then_starts(client: Any, tmp_path
         assert [now[i]["status"] for i in ids[:2]] == ["RUNNING", "RUNNING"]
         assert all(now[i]["gpus"] == [0] and now[i]["mb_per_gpu"] == 8000 for i in ids[:2])
         assert now[ids[2]]["status"] == "PENDING"
-        assert now[ids[2]]["wait_reason"] == f"needs 8000 MB on 1 GPU; best free is 0 MB on {node}:gpu0"
+        held = f"{ids[0]} (8000) and {ids[1]} (8000)"
+        assert now[ids[2]]["wait_reason"] == f"needs 8000 MB on 1 GPU; {node}:gpu0 has 0 MB left after {held}"
         reserved = {d["gpu"]: d["reserved_mb"] for d in [d.to_json() for d in client.get_devices_info()]}
         assert reserved == {0: 16000, 1: 0}
         done = wait_done(client, ids)
@@ -239,3 +240,70 @@ def test_a_failing_cpu_run_reports_its_error_and_output_tail(client: Any, tmp_pa
     pkg = SavePackage.open(done["package"])
     assert pkg.meta["segments"][-1]["status"] == "failed"
     assert pkg.state_dict()["finished_epoch"] == 0  # the epoch before the failure was saved and loads
+
+
+# ------------------------------------------------------------------------------------------ memory
+def _on_gpu0(client: Any) -> Callable[[], None]:
+    """Only gpu0 is enabled until the returned function is called."""
+    node = node_of(client)
+    client.change_devices([f"{node}:gpu0"])
+    return lambda: client.change_devices([f"{node}:gpu0", f"{node}:gpu1"])
+
+
+def test_a_default_run_right_sizes_after_its_first_epoch_and_a_twin_then_runs_beside_it(
+    client: Any, tmp_path: Path
+) -> None:
+    import math
+
+    from dlnest_ray.savepack.metrics import read_metrics
+
+    cfg = write_project(tmp_path / "p", epochs=4, step_sleep_s=0.2, extra={"fake_gpu_mb": 3000})
+    restore = _on_gpu0(client)
+    try:
+        a, b = client.run_train(str(cfg)), client.run_train(str(cfg))
+        now = tasks(client)
+        assert (now[a]["status"], now[a]["mb_per_gpu"], now[b]["status"]) == ("RUNNING", 14400, "PENDING")
+        seen: list[tuple[bool, str]] = []
+
+        def b_started() -> bool:
+            now = tasks(client)
+            seen.append((now[a]["right_sized"], now[b]["status"]))
+            return now[b]["status"] != "PENDING"
+
+        wait_for(b_started, 120, f"{b} to start")
+        assert all(
+            sized for sized, st in seen if st != "PENDING"
+        )  # placed once a was right-sized, not before
+        done = wait_done(client, [a, b])
+    finally:
+        restore()
+    assert [done[i]["status"] for i in (a, b)] == ["SUCCEEDED"] * 2, [done[i]["error"] for i in (a, b)]
+    peak = 3000 + 300  # the fake allocation and the fake CUDA context
+    sized = math.ceil(peak * 1.15)
+    assert (done[a]["peak_mb"], done[a]["first_mb_per_gpu"], done[a]["mb_per_gpu"]) == (peak, 14400, sized)
+    assert done[b]["memory_source"] == f"running twin {a} (peak {peak} MB)" and done[b]["mb_per_gpu"] == sized
+    assert done[b]["started_at"] < done[a]["ended_at"]  # they ran together on the one GPU
+    column = read_metrics(layout.metrics_path(Path(done[a]["package"])))["gpu_peak_mb"]
+    assert [int(v) for v in column] == [peak] * 4
+    assert SavePackage.open(done[a]["package"]).meta["segments"][-1]["peak_gpu_mb"] == peak
+
+
+def test_a_run_that_outgrows_its_reservation_fails_alone_and_says_what_to_ask(
+    client: Any, tmp_path: Path
+) -> None:
+    grows = write_project(tmp_path / "grows", epochs=3, step_sleep_s=0.1, extra={"fake_gpu_mb": [1000, 5000]})
+    steady = write_project(tmp_path / "steady", epochs=3, step_sleep_s=0.3, extra={"fake_gpu_mb": 1000})
+    restore = _on_gpu0(client)
+    try:
+        c = client.run_train(str(grows), memory_mb=4000)
+        d = client.run_train(str(steady), memory_mb=4000)
+        assert {tasks(client)[i]["status"] for i in (c, d)} == {"RUNNING"}
+        done = wait_done(client, [c, d])
+    finally:
+        restore()
+    assert done[c]["status"] == "FAILED"
+    assert (
+        done[c]["error"]
+        == f"{c} ran out of its 4000 MB on gpu0 (peak 5300 MB): resubmit with --memory 6100 or more"
+    )
+    assert done[d]["status"] == "SUCCEEDED", done[d]["error"]

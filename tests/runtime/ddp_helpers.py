@@ -17,9 +17,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_ranks(pkg: Path, logs_dir: Path, *, world: int = 2, timeout: float = 240) -> tuple[list[int], str]:
-    """Train ``pkg`` with ``world`` ranks; returns (exit codes, the logs and output files' tails)."""
-    code = (
+def run_ranks(
+    pkg: Path, logs_dir: Path, *, world: int = 2, timeout: float = 240, code: str | None = None
+) -> tuple[list[int], str]:
+    """Train ``pkg`` with ``world`` ranks (each runs ``code``, by default a plain CPU ``train`` of the
+    package, in ``logs_dir``); returns (exit codes, the logs and output files' tails)."""
+    code = code or (
         "from dlnest_ray.runtime.trainer import train, TrainOptions; "
         f"train({str(pkg)!r}, TrainOptions(cpu=True))"
     )

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,6 +17,8 @@ from dlnest_ray.runtime.tensorboard import MISSING_PACKAGE, TB_DIR
 from dlnest_ray.runtime.trainer import TrainOptions, train
 from dlnest_ray.savepack.metrics import read_metrics
 from tests.projects import write_project
+
+from .ddp_helpers import run_ranks
 
 CPU = TrainOptions(cpu=True)
 NOT_SCALARS = ("epoch", "step", "wall_time")
@@ -142,47 +141,10 @@ def test_failed_run_closes_the_writer_with_the_epochs_before(tmp_path, tensorboa
     assert [r["epoch"] for r in rows] == [0]
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_ddp_rank0_writes_once(tmp_path, tensorboard):
     pkg = tb_package(tmp_path, tensorboard=True, ddp_timeout_s=60)
-    code = (
-        "from dlnest_ray.runtime.trainer import train, TrainOptions; "
-        f"train({str(pkg)!r}, TrainOptions(cpu=True))"
-    )
-    port = _free_port()
-    procs = []
-    for rank in range(2):
-        env = {
-            **os.environ,
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": "2",
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-            "OMP_NUM_THREADS": "1",
-        }
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-c", code],
-                env=env,
-                cwd=tmp_path,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-            )
-        )
-    try:
-        outs = [p.communicate(timeout=240)[0].decode(errors="replace") for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    assert [p.returncode for p in procs] == [0, 0], "\n".join(outs)
+    codes, details = run_ranks(pkg, tmp_path)
+    assert codes == [0, 0], details
     assert len(list((pkg / TB_DIR).glob("events.out.tfevents.*"))) == 1  # rank 0 only
     assert [r["epoch"] for r in assert_events_equal_metrics(pkg)] == [0, 1]

@@ -126,7 +126,9 @@ class Shell:
         self.tasks = SizedControl(
             lambda c: tasks_fragments(self._snap.tasks, c.width, error=self._snap.error)
         )
-        self.devices = SizedControl(lambda c: devices_fragments(self._snap.devices, c.width))
+        self.devices = SizedControl(
+            lambda c: devices_fragments(self._snap.devices, c.width, tasks=self._snap.tasks)
+        )
         self._snap = self.state.snapshot()
         self.windows = self._make_windows()
         self.app: Application[None] = Application(

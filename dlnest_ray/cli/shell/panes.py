@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ...tasks import TaskStatus
-from ..tables import row_status, task_devices, task_ran
+from ..tables import device_tasks_text, memory_text, row_status, task_devices, task_memory_by_id, task_ran
 
 __all__ = [
     "WIDE_MIN_COLUMNS",
@@ -153,14 +153,6 @@ def _note(task: Mapping[str, Any]) -> str:
     return latest_metrics_text(task_latest_metrics(task))
 
 
-def _mb(task: Mapping[str, Any]) -> str:
-    mb = task.get("mb_per_gpu") or 0
-    requested = task.get("memory_mb")
-    if mb:
-        return str(mb)
-    return f"({requested})" if requested and task.get("placement") != "cpu" else "-"
-
-
 def _fit(text: str, width: int) -> str:
     """``text`` in exactly ``width`` cells: padded, or cut with an ellipsis (one line, never wraps)."""
     text = text.replace("\r", " ").replace("\n", " ")  # a multi-line error stays on its row
@@ -195,16 +187,18 @@ def tasks_fragments(
     tasks: Sequence[Mapping[str, Any]], width: int, *, now: float | None = None, error: str = ""
 ) -> Fragments:
     """The task table in ``width`` columns: a header, then one line per task of :func:`visible_tasks`:
-    id, status (with phase), devices, MB per GPU, ran, package folder, description, wait reason or error.
+    id, status (with phase), devices, memory per GPU (:func:`~..tables.memory_text`), ran, package
+    folder, description, wait reason or error.
 
     Fixed columns come first; the package, description and note share what is left, so a row never
     wraps (a wrapped row would misalign every row below it)."""
     now = time.time() if now is None else now
     rows = visible_tasks(tasks)
-    fixed = [("id", 7), ("status", 20), ("devices", 14), ("MB", 7), ("ran", 6)]
+    fixed = [("id", 7), ("status", 20), ("devices", 14), ("memory", 20), ("ran", 6)]
     rest = max(0, width - sum(w + 1 for _, w in fixed))
-    package_w = min(24, rest // 2)  # dated package names are 23 characters
-    desc_w = min(20, (rest - package_w) // 2)
+    # dated package names are 23 characters; in a narrow pane the wait reason keeps the larger share
+    package_w = min(24, rest // 3)
+    desc_w = min(20, rest // 4)
     note_w = max(0, rest - package_w - desc_w - 2)
     widths = [w for _, w in fixed] + [package_w, desc_w, note_w]
     names = [n for n, _ in fixed] + ["package", "description", "wait reason / error / latest"]
@@ -221,7 +215,7 @@ def tasks_fragments(
             ("", _fit(str(t.get("task_id")), widths[0])),
             (_style(t), _fit(status_text(t), widths[1])),
             ("", _fit(task_devices(t), widths[2])),
-            ("", _fit(_mb(t), widths[3])),
+            ("", _fit(memory_text(t), widths[3])),
             ("", _fit(ran, widths[4])),
             ("", _fit(Path(str(t.get("package") or "")).name, widths[5])),
             ("", _fit(str(t.get("description") or ""), widths[6])),
@@ -250,17 +244,20 @@ def _clip(line: Fragments, width: int) -> Fragments:
 
 
 # ---------------------------------------------------------------------------------------------- devices
-def devices_fragments(devices: Sequence[Mapping[str, Any]], width: int) -> Fragments:
-    """One line per GPU: ``node:gpuN  free/total MB  reserved MB  tasks``, disabled GPUs marked
-    ``off`` (first column) in red; each line cut to ``width``."""
+def devices_fragments(
+    devices: Sequence[Mapping[str, Any]], width: int, *, tasks: Sequence[Mapping[str, Any]] = ()
+) -> Fragments:
+    """One line per GPU: ``node:gpuN  free/total MB  reserved MB  tasks``, each task with its memory
+    (``T_0003 6000 → 4210 MB``, :func:`~..tables.memory_text`) when ``tasks`` holds its row; disabled GPUs
+    marked ``off`` (first column) in red; each line cut to ``width``."""
     if not devices:
         return [("class:dim", _fit("no GPUs: only --cpu runs can start", width).rstrip())]
     out: Fragments = [("bold", _fit("    device          free/total  resv MB  tasks", width).rstrip())]
+    memory = task_memory_by_id(tasks)
     for d in devices:
         label = f"{d.get('node')}:gpu{d.get('gpu')}"
         mem = f"{d.get('free_mb')}/{d.get('total_mb')}"
-        tasks = ",".join(d.get("tasks") or []) or "-"
-        line = f"{label:<14}{mem:>14}{d.get('reserved_mb', 0)!s:>9}  {tasks}"
+        line = f"{label:<14}{mem:>14}{d.get('reserved_mb', 0)!s:>9}  {device_tasks_text(d, memory)}"
         off = not d.get("enabled", True)
         out += [
             ("", "\n"),
