@@ -12,6 +12,7 @@ ever satisfy is refused before any package is made.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -85,6 +86,19 @@ def _package_segment(record: TaskRecord) -> Segment | _Unreadable | None:
     except DlnestError as e:
         log.warning("%s: cannot read its package (%s): taken as started, never requeued", record.task_id, e)
         return _UNREADABLE
+
+
+def _segment_peak(record: TaskRecord) -> int | None:
+    """The peak (MB on one GPU) the task's last run segment recorded: it includes what an epoch that
+    never reported (one that ran out of memory) reached. None when none was recorded or readable."""
+    if record.kind is not TaskKind.TRAIN or not record.gpus:
+        return None
+    try:
+        seg = SavePackage.open(record.package).segment_of(record.task_id)
+    except DlnestError as e:
+        log.debug("%s: no peak from its package: %s", record.task_id, e)
+        return None
+    return None if seg is None or not seg.peak_gpu_mb else math.ceil(seg.peak_gpu_mb)
 
 
 def _ran_in_package(record: TaskRecord) -> bool:
@@ -396,6 +410,7 @@ class Center:
                 return
             if record.cancel_requested and final is not TaskStatus.SUCCEEDED:
                 final = TaskStatus.CANCELLED
+            record = with_peak(record, _segment_peak(record))  # e.g. the peak an out-of-memory run hit
             tail = tuple(output_tail or ())
             self._set(transition(record, final, at=self.clock(), error=error, output_tail=tail))
             self.log.write(f"{task_id} {final}" + (f": {error}" if error else ""))

@@ -153,3 +153,12 @@ def test_a_cpu_run_reports_no_peak_and_keeps_no_reservation(center1: Center, pro
     assert center1.rank_memory(a, 0, 0, None) == 0
     row = info(center1, a)
     assert row["peak_mb"] is None and row["memory_auto"] is False and row["mb_per_gpu"] == 0
+
+
+def test_the_end_of_a_run_takes_the_peak_its_package_recorded(center1: Center, project: Path) -> None:
+    """An epoch that ran out of memory never reports its peak: the run's segment has it."""
+    a = center1.run_train(str(project), memory_mb=4000)
+    center1.rank_memory(a, 0, 0, 1300)
+    _measured(info(center1, a)["package"], a, 5300)
+    center1.task_finished(a, "FAILED", f"{a} ran out of its 4000 MB on gpu0 (peak 5300 MB): ...")
+    assert info(center1, a)["peak_mb"] == 5300

@@ -306,4 +306,5 @@ def test_a_run_that_outgrows_its_reservation_fails_alone_and_says_what_to_ask(
         done[c]["error"]
         == f"{c} ran out of its 4000 MB on gpu0 (peak 5300 MB): resubmit with --memory 6100 or more"
     )
+    assert done[c]["peak_mb"] == 5300  # what it reached, from its package: `tasks` shows 4000 → 5300 MB
     assert done[d]["status"] == "SUCCEEDED", done[d]["error"]
