@@ -45,8 +45,10 @@ class SettingsInfo:
     max_tasks_per_device: int
     starvation_s: float
     margin: float = DEFAULT_MARGIN
+    retries: int = 2  # a run's retries by default (`config --retries`)
     disabled: tuple[str, ...] = field(default_factory=tuple)
     draining: bool = False
+    notify_webhook: str = ""  # the cluster's default webhook, as scheme://host/… (it may hold a token)
 
     def to_json(self) -> dict[str, Any]:
         return _json(self)

@@ -2,7 +2,9 @@
 
 PENDING → RUNNING → SUCCEEDED | FAILED | CANCELLED; a pending task may also be CANCELLED (deleted) or
 FAILED (its launch failed), and a running task whose run never started a rank goes back to PENDING
-(:func:`requeue`: the cluster went away under it, or ``down`` stopped it before it began). Every status
+(:func:`requeue`: the cluster went away under it, or ``down`` stopped it before it began), as does a
+running task whose attempt failed for a retryable reason (:func:`retry_label` says which attempt it is
+on; the center's retry rules are in ``actors/center_retries.py``). Every status
 change goes through :func:`transition`, which refuses any other move, so a late or duplicate report (a
 supervisor re-attached after a center restart, say) cannot resurrect a finished task.
 """
@@ -23,6 +25,7 @@ __all__ = [
     "TaskRecord",
     "TaskStatus",
     "requeue",
+    "retry_label",
     "transition",
 ]
 
@@ -116,6 +119,13 @@ class TaskRecord:
     first_mb_per_gpu: int = 0  # the reservation at launch, before right-sizing lowered it
     peak_mb: int | None = None  # the largest measured peak on one GPU (torch reserved + CUDA context)
     right_sized: bool = False  # the reservation was lowered to peak × margin after the first epoch
+    # retries (issue 14): how many retries it may have, the attempt it is on (1-based), and why each
+    # earlier attempt ended (``node lost``, ``worker died``, ``out of memory``...)
+    retries: int = 2
+    attempt: int = 1
+    attempt_reasons: tuple[str, ...] = ()
+    priority: int = 0  # issue 14 item 2 (priorities): the field is in the JSON interface already
+    preempted_by: str = ""
     error: str = ""
     output_tail: tuple[str, ...] = field(default_factory=tuple)
 
@@ -152,6 +162,11 @@ class TaskRecord:
         return self.cancel_requested and not self.status.is_terminal()
 
     @property
+    def attempts(self) -> int:
+        """The most attempts it may have: the first and its retries."""
+        return self.retries + 1
+
+    @property
     def phase_started(self) -> bool:
         """Its ranks (or analyzer) have started: the supervisor is past placing them."""
         return self.phase not in NOT_STARTED_PHASES
@@ -161,12 +176,13 @@ class TaskRecord:
         d = asdict(self)
         d["kind"], d["status"], d["placement"] = self.kind.value, self.status.value, self.placement.value
         d["gpus"], d["output_tail"] = list(self.gpus), list(self.output_tail)
+        d["attempt_reasons"] = list(self.attempt_reasons)
         return d
 
     def to_row(self) -> dict[str, Any]:
         """The form ``tasks --json`` prints (an interface: keys only ever added): the persisted form and
-        ``cancelling``."""
-        return {**self.to_json(), "cancelling": self.cancelling}
+        ``cancelling`` and ``attempts`` (the most it may have: retries + 1)."""
+        return {**self.to_json(), "cancelling": self.cancelling, "attempts": self.attempts}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> TaskRecord:
@@ -175,6 +191,7 @@ class TaskRecord:
         d["status"] = TaskStatus(d.get("status", TaskStatus.PENDING.value))
         d["placement"] = Placement(d.get("placement", Placement.GPU.value))
         d["gpus"], d["output_tail"] = tuple(d.get("gpus", ())), tuple(d.get("output_tail", ()))
+        d["attempt_reasons"] = tuple(d.get("attempt_reasons", ()))
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -211,3 +228,12 @@ def requeue(record: TaskRecord, *, reason: str) -> TaskRecord:
         cancelled_by_down=False,
         wait_reason=reason,
     )
+
+
+def retry_label(record: TaskRecord) -> str:
+    """``attempt 2/3 (node lost)`` for a task on its second or later attempt (with why the one before
+    ended), else ""."""
+    if record.attempt <= 1:
+        return ""
+    why = f" ({record.attempt_reasons[-1]})" if record.attempt_reasons else ""
+    return f"attempt {record.attempt}/{record.attempts}{why}"

@@ -48,7 +48,9 @@ from .center_memory import (
     right_sized,
     with_peak,
 )
+from .center_retries import checked_retries, config_retries, retry_decision, retry_reason_line
 from .center_settings import CenterSettingsOps
+from .notify import NOTIFY_KEY, Notice, Notifier, NotifySettings, NotifyStore, notice_reason, parse_notify
 from .ports import DeviceSource, Launcher
 from .store import LOG_FILE, CenterStore, EnvStore, LogBuffer
 
@@ -127,13 +129,20 @@ class Center:
         self.devices = devices
         self.clock = clock
         self.log = LogBuffer(self.store.home / LOG_FILE)
+        self.notify_store = NotifyStore(self.store.home)  # webhooks and mail logins, apart from center.json
+        self.notifier = Notifier(on_failure=self.log.write)  # no thread until a notice is queued
         self._gpus: tuple[GpuState, ...] = ()
         # One pass at a time, so nothing launches between a pass's device reading and its decisions.
         # Device reads are remote calls: they are made with the state lock released, and schedule()
         # is only called by code that does not hold the state lock (else two threads could deadlock).
         self._pass_lock = threading.Lock()
         self.settings_ops = CenterSettingsOps(
-            lock=self._lock, store=self.store, log=self.log, readings=self._readings, schedule=self.schedule
+            lock=self._lock,
+            store=self.store,
+            log=self.log,
+            readings=self._readings,
+            schedule=self.schedule,
+            notify=self.notify_store,
         )
         self._reattach()
 
@@ -150,6 +159,14 @@ class Center:
 
     def change_margin(self, margin: float) -> None:
         self.settings_ops.change_margin(margin)
+
+    def change_retries(self, retries: int) -> None:
+        """A run's retries when neither ``--retries`` nor its config's ``retries`` key says (>= 0)."""
+        self.settings_ops.change_retries(retries)
+
+    def change_notify_webhook(self, url: str) -> None:
+        """The cluster's default webhook for word when a task ends ("" clears it); must be http(s)."""
+        self.settings_ops.change_notify_webhook(url)
 
     def get_settings(self) -> SettingsInfo:
         return self.settings_ops.get_settings()
@@ -171,14 +188,20 @@ class Center:
         placement: str = "gpu",
         gpus: int | None = None,
         env: dict[str, str] | None = None,
+        retries: int | None = None,
     ) -> str:
         """Queue a new training run; returns its task id. The package is created now. ``env``: the
-        submitter's environment for its ranks (:mod:`dlnest_ray.runenv`)."""
+        submitter's environment for its ranks (:mod:`dlnest_ray.runenv`). ``retries``: how often a failed
+        attempt may be retried (:mod:`.center_retries`; None: the config's ``retries``, else the default)."""
         spec_kw = self._spec_kw(placement, memory_mb, gpus)
         env = checked_env(env)
+        if retries is not None:
+            retries = checked_retries(retries)
         if name_by_desc and not description:
             raise DlnestError("--name-by-desc needs --desc NAME")
         pkg = SavePackage(config_path, freq_path)  # parses and merges: errors name the file
+        spec_kw["retries"] = self._retries(retries, pkg.args)
+        notify = parse_notify(pkg.args.get(NOTIFY_KEY), env)
         neutral = neutral_keys(pkg.args, config_path)
         self._refuse_infeasible(spec_kw)
         # validates keys and code files before the folder exists, then snapshots the code
@@ -191,7 +214,14 @@ class Center:
         name = Path(config_path).expanduser().resolve().parent.name
         with self._lock:
             task_id = self._enqueue(
-                path, env=env, name=name, description=description, resume=False, ckpt_id=-1, **spec_kw
+                path,
+                env=env,
+                notify=notify,
+                name=name,
+                description=description,
+                resume=False,
+                ckpt_id=-1,
+                **spec_kw,
             )
         self.schedule()
         return task_id
@@ -206,12 +236,17 @@ class Center:
         placement: str = "gpu",
         gpus: int | None = None,
         env: dict[str, str] | None = None,
+        retries: int | None = None,
     ) -> str:
         """Queue the continuation of an existing package (from ``ckpt_id``, -1: latest valid). Without a
-        ``description`` it keeps the package's."""
+        ``description`` it keeps the package's. ``retries``: as :meth:`run_train` (the package's config)."""
         spec_kw = self._spec_kw(placement, memory_mb, gpus)
         env = checked_env(env)
+        if retries is not None:
+            retries = checked_retries(retries)
         pkg = SavePackage.open(record_path)
+        spec_kw["retries"] = self._retries(retries, pkg.args)
+        notify = parse_notify(pkg.args.get(NOTIFY_KEY), env)
         description = description or package_description(pkg.meta)
         pkg.resolve_ckpt_id(ckpt_id)  # refuse a missing or damaged checkpoint now, not at launch
         self._refuse_infeasible(spec_kw)
@@ -232,7 +267,14 @@ class Center:
                     f"{pkg.path} already has an unfinished task ({', '.join(busy)}); wait or delete it"
                 )
             task_id = self._enqueue(
-                pkg.path, env=env, name=name, description=description, resume=True, ckpt_id=ckpt_id, **spec_kw
+                pkg.path,
+                env=env,
+                notify=notify,
+                name=name,
+                description=description,
+                resume=True,
+                ckpt_id=ckpt_id,
+                **spec_kw,
             )
         self.schedule()
         return task_id
@@ -289,6 +331,13 @@ class Center:
             memory_mb, gpus = None, None
         return {"placement": kind, "memory_mb": memory_mb, "gpus_requested": gpus}
 
+    def _retries(self, given: int | None, args: dict[str, Any]) -> int:
+        """A run's retries: ``given`` (--retries), else its config's ``retries``, else the default."""
+        if given is not None:
+            return given
+        from_config = config_retries(args)
+        return self.store.settings.retries if from_config is None else from_config
+
     def _memory_choice(
         self, spec_kw: dict[str, Any], fp: str, learned: Learned | None, *, own: bool = False
     ) -> dict[str, Any]:
@@ -313,13 +362,21 @@ class Center:
             raise DlnestError(f"this request can never run here: {reason}")
 
     def _enqueue(
-        self, path: Path, *, env: dict[str, str], kind: TaskKind = TaskKind.TRAIN, **fields: Any
+        self,
+        path: Path,
+        *,
+        env: dict[str, str],
+        kind: TaskKind = TaskKind.TRAIN,
+        notify: NotifySettings | None = None,
+        **fields: Any,
     ) -> str:
         fields.setdefault(
             "cpus_per_rank", _cpus_from_env(ANALYZER_CPUS_ENV if kind is TaskKind.ANALYZE else CPUS_ENV)
         )
         task_id = self.store.new_id(kind)
         self.envs.put(task_id, env)  # before the record: a queued task always finds its environment
+        if notify:
+            self.notify_store.put(task_id, notify)
         record = TaskRecord(
             task_id=task_id, kind=kind, package=str(path), submitted_at=self.clock(), **fields
         )
@@ -388,9 +445,18 @@ class Center:
 
     # ------------------------------------------------------------------------------------------ reports
     def task_finished(
-        self, task_id: str, status: str, error: str = "", output_tail: list[str] | None = None
+        self,
+        task_id: str,
+        status: str,
+        error: str = "",
+        output_tail: list[str] | None = None,
+        reason: str = "",
     ) -> None:
-        """A run's supervisor reports its end, after its ranks are gone and its placement group removed."""
+        """A run's supervisor reports its end, after its ranks are gone and its placement group removed.
+        ``reason``: why a FAILED attempt ended when it may be retried (``node lost``, ``worker died``,
+        ``killed by signal 9``, ``placement group lost``, ``out of memory``; "" for the user's own error):
+        while retries are left it goes back to PENDING as a continuation (:mod:`.center_retries`)."""
+        resume_from = self._resume_point(task_id) if status == TaskStatus.FAILED.value and reason else None
         with self._lock:
             record = self.store.tasks.get(task_id)
             if record is None or record.status.is_terminal():
@@ -412,9 +478,42 @@ class Center:
                 final = TaskStatus.CANCELLED
             record = with_peak(record, _segment_peak(record))  # e.g. the peak an out-of-memory run hit
             tail = tuple(output_tail or ())
-            self._set(transition(record, final, at=self.clock(), error=error, output_tail=tail))
-            self.log.write(f"{task_id} {final}" + (f": {error}" if error else ""))
+            if final is TaskStatus.FAILED:
+                decision = retry_decision(
+                    record,
+                    error=error,
+                    reason=reason,
+                    resume_from=resume_from,
+                    margin=self.store.settings.margin,
+                    largest_mb=max((g.total_mb for g in self._gpus), default=0),
+                )
+                if decision.log_line:
+                    self.log.write(decision.log_line)
+                if decision.record is not None:  # RUNNING → PENDING: it never ended, nothing to announce
+                    self._set(decision.record)
+                    final = TaskStatus.PENDING
+                error = decision.error
+            if final is not TaskStatus.PENDING:
+                self._set(transition(record, final, at=self.clock(), error=error, output_tail=tail))
+                self.log.write(f"{task_id} {final}" + (f": {error}" if error else ""))
         self.schedule()
+
+    def _resume_point(self, task_id: str) -> tuple[bool, int] | None:
+        """Where a retry of ``task_id`` starts (read without the state lock: it verifies checkpoints):
+        (True, -1) from the latest valid checkpoint; (False, -1) over again in the same package when it has
+        none; None when its attempt never started (it keeps its own start) or the package is unreadable."""
+        with self._lock:
+            record = self.store.tasks.get(task_id)
+        if record is None or record.kind is not TaskKind.TRAIN:
+            return None
+        try:
+            pkg = SavePackage.open(record.package)
+            if pkg.segment_of(task_id) is None:
+                return None
+            return (True, -1) if pkg.latest_valid_id() is not None else (False, -1)
+        except DlnestError as e:
+            log.warning("%s: cannot read its package for a retry (%s): it keeps its own start", task_id, e)
+            return None
 
     def rank_memory(self, task_id: str, rank: int, epoch: int, peak_mb: int | None) -> int:
         """A rank of a running task has ended epoch ``epoch`` with ``peak_mb`` (the largest over its ranks,
@@ -532,8 +631,9 @@ class Center:
                         return self._pass({}, {})[0]
                 readings = self._readings()
                 cpus = self._cpu_readings()
+                ending = self._ending_attempts()
                 with self._lock:
-                    decisions, relaunch = self._pass(readings, cpus)
+                    decisions, relaunch = self._pass(readings, cpus, ending)
                 if not relaunch:  # a failed launch freed its GPUs for the tasks behind it: pass again
                     return decisions
 
@@ -549,8 +649,23 @@ class Center:
                     into[r.node] = into.get(r.node, 0.0) + r.cpus
         return self.devices.read_cpus(starting, held)
 
+    def _ending_attempts(self) -> set[str]:
+        """Pending retries whose last attempt's supervisor still exists (it reports, then exits): a new
+        one, named after the task too, cannot start before it is gone. A remote call: without the lock."""
+        with self._lock:
+            pending = [r for r in self.store.tasks.values() if r.status is TaskStatus.PENDING]
+            retries = {r.task_id for r in pending if r.attempt > 1}
+        return retries & self.launcher.alive() if retries else set()
+
+    def _retry_soon(self) -> None:
+        """A retry waits for its last attempt's supervisor to exit: pass again shortly (the Ray center
+        wakes its scheduling loop; in-process, the next call to :meth:`schedule` does)."""
+
     def _pass(
-        self, readings: dict[str, tuple[GpuInfo, ...]], cpus: dict[str, float]
+        self,
+        readings: dict[str, tuple[GpuInfo, ...]],
+        cpus: dict[str, float],
+        ending: set[str] | frozenset[str] = frozenset(),
     ) -> tuple[list[Launch | Wait], bool]:
         pending = [r for r in self.store.tasks.values() if r.status is TaskStatus.PENDING]
         snapshot = Snapshot(
@@ -564,9 +679,15 @@ class Center:
         relaunch = False
         for d in decisions:
             record = self.store.tasks[d.task_id]
-            if isinstance(d, Wait):
-                if record.wait_reason != d.reason:
-                    self._set(replace(record, wait_reason=d.reason), save=False)
+            if isinstance(d, Wait) or d.task_id in ending:
+                why = d.reason if isinstance(d, Wait) else "its last attempt is still ending"
+                if record.attempt > 1 and record.attempt_reasons:  # a retry says so first
+                    retry = retry_reason_line(record.attempt, record.attempts, record.attempt_reasons[-1])
+                    why = f"{retry}; {why}"
+                if record.wait_reason != why:
+                    self._set(replace(record, wait_reason=why), save=False)
+                if not isinstance(d, Wait):
+                    self._retry_soon()
                 continue
             totals = [g.total_mb for g in self._gpus if g.node == d.node and g.index in d.gpus]
             running = transition(
@@ -624,10 +745,34 @@ class Center:
                 status, error = TaskStatus.SUCCEEDED, ""
             elif isinstance(seg, Segment) and seg.error:  # unreadable: its end stays unknown, FAILED as above
                 error = seg.error
+            elif isinstance(seg, Segment) and not seg.has_ended and self._node_lost(record):
+                # its node went away with the run and its supervisor: a retry, as any lost node
+                decision = retry_decision(
+                    record,
+                    error=f"its node {record.node} was lost",
+                    reason="node lost",
+                    resume_from=self._resume_point(record.task_id),
+                    margin=self.store.settings.margin,
+                    largest_mb=0,
+                )
+                if decision.log_line:
+                    self.log.write(decision.log_line)
+                if decision.record is not None:
+                    self._set(decision.record, save=False)
+                    continue
+                error = decision.error
             self._set(transition(record, status, at=self.clock(), error=error), save=False)
             self.log.write(f"{record.task_id} {status} (found after a restart)")
         self.store.save()
         self.schedule()  # runs that ended while the center was down freed their GPUs
+
+    def _node_lost(self, record: TaskRecord) -> bool:
+        """Whether ``record``'s node is no longer among the cluster's nodes (a remote read)."""
+        try:
+            return record.node is not None and record.node not in self.devices.read({})
+        except Exception as e:  # the nodes cannot be read: say nothing rather than guess
+            log.warning("%s: reading the cluster's nodes: %s: %s", record.task_id, type(e).__name__, e)
+            return False
 
     # ------------------------------------------------------------------------------------------ queries
     def _get(self, task_id: str) -> TaskRecord:
@@ -637,11 +782,45 @@ class Center:
         return record
 
     def _set(self, record: TaskRecord, *, save: bool = True) -> None:
+        before = self.store.tasks.get(record.task_id)
         self.store.tasks[record.task_id] = record
         if save:
             self.store.save()
         if record.status.is_terminal():  # its environment served its runs: nothing secret lingers
+            if before is not None and not before.status.is_terminal():
+                self._notify_end(record)
             self.envs.drop(record.task_id)
+
+    def _notify_end(self, record: TaskRecord) -> None:
+        """Hand word of a training task's end to the notifier (its webhook: the run's own, else the
+        cluster's; its e-mail: the run's), then drop the run's notification settings. Never raises, never
+        waits: the notifier reads the metrics and sends in its thread."""
+        try:
+            own = self.notify_store.get(record.task_id)
+            webhook = own.webhook or self.notify_store.webhook
+            if record.kind is TaskKind.TRAIN and (webhook or own.email):
+                self.notifier.notify(
+                    Notice(
+                        task_id=record.task_id,
+                        status=str(record.status),
+                        reason=notice_reason(record.error),
+                        error=record.error[:2000],
+                        package=record.package,
+                        name=record.name,
+                        attempt=int(getattr(record, "attempt", 1)),
+                        webhook=webhook,
+                        email=own.email,
+                    )
+                )
+        except Exception as e:  # an unreadable settings file: say so, the task's end stands
+            log.exception("%s: no notice", record.task_id)
+            self.log.write(f"notify: no notice for {record.task_id}: {e}")
+        finally:
+            self.notify_store.drop(record.task_id)
+
+    def close(self, wait_s: float = 10.0) -> None:
+        """Give notices still being sent up to ``wait_s`` seconds (the center is going away)."""
+        self.notifier.close(wait_s)
 
     def get_task_info(self, include_finished: bool = False) -> list[TaskRecord]:
         """Running and pending tasks in submit order; with ``include_finished``, every task."""

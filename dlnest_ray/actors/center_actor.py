@@ -23,6 +23,7 @@ __all__ = ["CenterActor", "get_or_create_center", "remove_center"]
 log = logging.getLogger(__name__)
 
 FOLLOW_UP_S = 2.0
+RETRY_FOLLOW_UP_S = 1.0
 
 
 class CenterActor(Center):
@@ -30,9 +31,9 @@ class CenterActor(Center):
         import ray
 
         self._gauges = _Gauges()  # before the base init: it already runs a scheduling pass
-        super().__init__(home=Path(home), launcher=RayLauncher(), devices=RayDevices())
         self._stop = threading.Event()
-        self._wake = threading.Event()
+        self._wake = threading.Event()  # also before it: that pass may ask for a follow-up (a retry)
+        super().__init__(home=Path(home), launcher=RayLauncher(), devices=RayDevices())
         restarted = ray.get_runtime_context().was_current_actor_reconstructed
         self.log.write(f"center {'restarted by Ray' if restarted else 'started'} (state in {home})")
         if not restarted:  # a new center is an `up`: a drain left by the last `down` ends here
@@ -76,12 +77,23 @@ class CenterActor(Center):
         return decisions
 
     def task_finished(
-        self, task_id: str, status: str, error: str = "", output_tail: list[str] | None = None
+        self,
+        task_id: str,
+        status: str,
+        error: str = "",
+        output_tail: list[str] | None = None,
+        reason: str = "",
     ) -> None:
-        super().task_finished(task_id, status, error, output_tail)
+        super().task_finished(task_id, status, error, output_tail, reason)
         # Ray's per-node view of free CPUs lags the removal of the run's placement group by a moment: a
         # task that waits for those CPUs gets another pass shortly, not only at the next `delay`.
         timer = threading.Timer(FOLLOW_UP_S, self._wake.set)
+        timer.daemon = True
+        timer.start()
+
+    def _retry_soon(self) -> None:
+        # a retry waits for its last attempt's supervisor to exit (it does within seconds of reporting)
+        timer = threading.Timer(RETRY_FOLLOW_UP_S, self._wake.set)
         timer.daemon = True
         timer.start()
 
@@ -133,8 +145,13 @@ def get_or_create_center(home: str | None = None) -> Any:
     Ray marks their unfinished tasks FAILED. Only a driver that outlives the center may call this (the
     owner, :mod:`.owner`; a test's own driver); everything else uses :func:`~.client.connect`."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     actor: Any = ray.remote(CenterActor)
+    # on the creator's node (the owner runs on the head, whose loss ends the cluster anyway): the run
+    # supervisors live beside the center, so losing a worker node loses neither. Hard: Ray 2.60 was seen
+    # to place a zero-resource actor elsewhere with soft affinity.
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
     handle = actor.options(
         name=CENTER_NAME,
         namespace=NAMESPACE,
@@ -144,6 +161,7 @@ def get_or_create_center(home: str | None = None) -> Any:
         max_task_retries=0,
         num_cpus=0,
         max_concurrency=16,
+        scheduling_strategy=here,
     ).remote(str(home or default_home()))
     ray.get(handle.ping.remote())
     return handle

@@ -13,6 +13,8 @@ from typing import Any
 from ..devices import GpuInfo
 from ..errors import DlnestError
 from ..records import SettingsInfo
+from .center_retries import checked_retries
+from .notify import NotifyStore, check_webhook, redact_url
 from .store import CenterStore, LogBuffer
 
 __all__ = ["CenterSettingsOps"]
@@ -30,8 +32,10 @@ class CenterSettingsOps:
         log: LogBuffer,
         readings: Callable[[], dict[str, tuple[GpuInfo, ...]]],
         schedule: Callable[[], Any],
+        notify: NotifyStore | None = None,
     ) -> None:
         self._lock, self.store, self.log = lock, store, log
+        self.notify = notify if notify is not None else NotifyStore(store.home)
         self._readings, self._schedule = readings, schedule
 
     def change_devices(self, enabled: list[str]) -> list[str]:
@@ -77,6 +81,22 @@ class CenterSettingsOps:
             self.store.save()
             self.log.write(f"memory margin: {margin:g}")
 
+    def change_retries(self, retries: int) -> None:
+        """A run's retries when neither ``--retries`` nor its config's ``retries`` key says (>= 0)."""
+        number = checked_retries(retries, "the default retries")
+        with self._lock:
+            self.store.settings.retries = number
+            self.store.save()
+            self.log.write(f"default retries: {number}")
+
+    def change_notify_webhook(self, url: str) -> None:
+        """The cluster's default webhook ("" clears it): kept in the private notify store, not in
+        ``center.json``; shown and logged only as ``scheme://host/…`` (a webhook URL may hold a token)."""
+        url = check_webhook(url, "the notify webhook") if url else ""
+        with self._lock:
+            self.notify.set_webhook(url)
+            self.log.write(f"notify webhook: {redact_url(url) or 'none'}")
+
     def get_settings(self) -> SettingsInfo:
         """Scheduling delay, max tasks per device, starvation bound, disabled devices, and whether ``down``
         is draining the center (nothing launches)."""
@@ -87,6 +107,8 @@ class CenterSettingsOps:
                 max_tasks_per_device=s.max_tasks_per_device,
                 starvation_s=s.starvation_s,
                 margin=s.margin,
+                retries=s.retries,
                 disabled=tuple(s.disabled),
                 draining=self.store.draining,
+                notify_webhook=redact_url(self.notify.webhook),
             )

@@ -131,6 +131,14 @@ class Client:
         """Right-sized reservations become the measured peak × ``margin`` (>= 1; default 1.15)."""
         self._change("change_margin", margin)
 
+    def change_notify_webhook(self, url: str) -> None:
+        """The cluster's default webhook for word when a run ends (http(s); "" clears it)."""
+        self._change("change_notify_webhook", url)
+
+    def change_retries(self, retries: int) -> None:
+        """A run's retries when neither ``--retries`` nor its config's ``retries`` key says (>= 0)."""
+        self._change("change_retries", retries)
+
     def drain(self, cancel_running: bool = False) -> dict[str, list[str]]:
         return dict(self._change("drain", cancel_running))
 

@@ -20,10 +20,14 @@ class RayLauncher:
 
     def launch(self, record: TaskRecord, env: Mapping[str, str]) -> None:
         import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         actor: Any = ray.remote(RunSupervisor)
         # Detached and self-starting: it supervises from its constructor and reports to the center by
-        # name, so neither depends on this (center) process staying alive.
+        # name, so neither depends on this (center) process staying alive. It lives on the center's node
+        # (it needs no resources), not on the run's: a run whose node is lost still has its end reported.
+        # Hard affinity: with soft=True Ray 2.60 was seen to place it on another node now and then.
+        here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
         actor.options(
             name=supervisor_name(record.task_id),
             namespace=NAMESPACE,
@@ -31,6 +35,7 @@ class RayLauncher:
             num_cpus=0,
             max_restarts=0,
             max_concurrency=4,
+            scheduling_strategy=here,
         ).remote(record.to_json(), dict(env))
 
     def cancel(self, task_id: str) -> None:

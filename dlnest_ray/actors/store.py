@@ -50,6 +50,7 @@ class CenterSettings:
     max_tasks_per_device: int = 10_000
     starvation_s: float = 3600.0
     margin: float = DEFAULT_MARGIN  # right-sized reservation = measured peak × margin
+    retries: int = 2  # a run's retries when neither --retries nor its config's `retries` says (issue 14)
     disabled: list[str] = field(default_factory=list)  # "node:gpuN" labels
 
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
+import signal
 import threading
 import time
 from collections import deque
@@ -53,6 +55,50 @@ REPORT_TIMEOUT_S = 30.0  # a rank's per-epoch memory report: the run waits at mo
 # placement group's share; the token still keeps Ray from handing the whole GPU to other Ray work.
 RAY_GPU_SHARE = 0.001
 EVENTS_FLUSH_S = 2.0  # Ray sends task events about once a second: let this actor's go out before it ends
+
+
+# Why an attempt ended, when it may be retried (the center's rules: actors/center_retries.py)
+NODE_LOST = "node lost"
+WORKER_DIED = "worker died"
+PG_LOST = "placement group lost"
+OUT_OF_MEMORY = "out of memory"
+NODE_CHECK_S = 10.0  # how long a dead worker's node gets to show as gone before it counts as alive
+_OOM_LINE = re.compile(r"\bran out of (?:its \d+ MB|memory) on ")  # runtime.memory.out_of_memory_line
+_SIGNAL_NUMBER = re.compile(r"\bkilled by signal (\d+)\b", re.IGNORECASE)
+_SIGNAL_NAME = re.compile(r"\b(?:received|killed by|by signal)\s+(SIG[A-Z]+)\b")
+
+
+class _NodeLost(Exception):
+    """The run's node left the cluster before its ranks could be placed there."""
+
+
+def failure_reason(message: str, *, died: bool) -> str:
+    """Why a rank's attempt ended, from what Ray raised: ``died`` (its worker, actor or node is gone:
+    ``killed by signal N`` when the message tells the signal, else ``worker died``), or a rank's own
+    error line (``out of memory`` for the run's out-of-memory line, else "": the user's code failed,
+    which no retry would change). The run's node being gone is found by the supervisor, not here."""
+    if not died:
+        return OUT_OF_MEMORY if _OOM_LINE.search(message) else ""
+    number = _SIGNAL_NUMBER.search(message)
+    if number is not None:
+        return f"killed by signal {int(number[1])}"
+    name = _SIGNAL_NAME.search(message)
+    if name is not None and name[1] in signal.Signals.__members__:
+        return f"killed by signal {int(signal.Signals[name[1]])}"
+    return WORKER_DIED
+
+
+def _group_placed(pg: Any) -> bool:
+    """Whether placement group ``pg`` is still placed (True when unknown: no group, or Ray does not say)."""
+    if pg is None:
+        return True
+    from ray.util.placement_group import placement_group_table
+
+    try:
+        return placement_group_table(pg).get("state") in (None, "CREATED")
+    except Exception as e:
+        log.info("reading a placement group's state: %s: %s", type(e).__name__, e)
+        return True
 
 
 def _rank_task(package: str, env: dict[str, str], **kwargs: Any) -> dict[str, object]:
@@ -132,7 +178,7 @@ class RunSupervisor:
         """Supervise the run to its end, report it, and remove this actor."""
         import ray
 
-        status, error, failing_rank = TaskStatus.FAILED, "", 0
+        status, error, failing_rank, reason = TaskStatus.FAILED, "", 0, ""
         pg = None
         try:
             pg = self._placement_group()
@@ -141,17 +187,23 @@ class RunSupervisor:
             elif self.record.kind is TaskKind.ANALYZE:
                 status, error = self._run_analyzer(pg)
             else:
-                status, error, failing_rank = self._run_ranks(pg)
+                status, error, failing_rank, reason = self._run_ranks(pg)
+        except _NodeLost as e:
+            error, reason = str(e), NODE_LOST
         except Exception as e:
             log.exception("%s: supervising failed", self.record.task_id)
             error = f"{type(e).__name__}: {e}"
+            if self.record.node and not self._cancel.is_set() and self._node_gone(wait_s=0.0):
+                reason = NODE_LOST  # e.g. its node went away before the group could be pinned to it
         finally:
             if pg is not None:
                 self._remove(pg)
             with contextlib.suppress(FileNotFoundError):  # no stop was asked for: nothing to remove
                 stop_file(self.record.package, self.record.task_id).unlink()
+        if reason in (WORKER_DIED, PG_LOST) and self._node_gone(wait_s=NODE_CHECK_S):
+            reason = NODE_LOST  # the worker or the group went with its node
         tail = self._failure_tail(failing_rank) if status is not TaskStatus.SUCCEEDED else []
-        self._report(status, error, tail)
+        self._report(status, error, tail, reason if status is TaskStatus.FAILED else "")
         time.sleep(EVENTS_FLUSH_S)  # killed with unsent events, its calls would read FAILED in Ray's view
         ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
 
@@ -231,6 +283,7 @@ class RunSupervisor:
         name = f"{rec.task_id} {rec.name}".strip()
         pg = placement_group(bundles, strategy="STRICT_PACK", name=name, bundle_label_selector=selector)
         self._set_state("waiting for resources")
+        tries = 0
         while True:  # Ray frees a removed group's resources a little after removal: wait, cancellable
             if self._cancel.is_set():
                 self._remove(pg)
@@ -238,6 +291,10 @@ class RunSupervisor:
             with contextlib.suppress(ray.exceptions.GetTimeoutError):  # not placed yet: ask again
                 ray.get(pg.ready(), timeout=1.0)
                 return pg
+            tries += 1
+            if rec.node and tries % 5 == 0 and self._node_gone(wait_s=0.0):  # it would wait forever
+                self._remove(pg)
+                raise _NodeLost(f"its node {rec.node} was lost before the run started")
 
     def _env(self, rank: int, master: tuple[str, int] | None) -> dict[str, str]:
         """The submitter's environment, then dlnest-ray's own variables over it."""
@@ -265,7 +322,9 @@ class RunSupervisor:
             )
         return env
 
-    def _run_ranks(self, pg: Any) -> tuple[TaskStatus, str, int]:
+    def _run_ranks(self, pg: Any) -> tuple[TaskStatus, str, int, str]:
+        """Start the ranks in ``pg`` and wait for them: (status, error, failing rank, reason — why an
+        attempt that may be retried ended, else "", see :meth:`_wait`)."""
         import ray
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -300,15 +359,17 @@ class RunSupervisor:
                     description=rec.description,
                     memory_cap_mb=rec.mb_per_gpu if rec.gpus else None,
                     memory_margin=margin,
+                    attempt=rec.attempt,
+                    retry_reason=rec.attempt_reasons[-1] if rec.attempt > 1 and rec.attempt_reasons else "",
                 )
             )
         self._set_state("running")
         grace = EXIT_GRACE_S
         try:
-            status, error, failing = self._wait(refs)
-            if self._cancel.is_set():
-                grace = 0.0  # force-cancelled ranks are gone or going: kill what is left at once
-            return status, error, failing
+            status, error, failing, reason = self._wait(refs, pg)
+            if self._cancel.is_set() or reason not in ("", OUT_OF_MEMORY):
+                grace = 0.0  # force-cancelled or lost ranks are gone or going: kill what is left at once
+            return status, error, failing, reason
         finally:
             self._kill_groups(grace)  # the ranks' workers and whatever they started: no rank outlives it
 
@@ -322,12 +383,15 @@ class RunSupervisor:
             log.info("%s: reading the memory margin: %s: %s", self.record.task_id, type(e).__name__, e)
             return DEFAULT_MARGIN
 
-    def _wait(self, refs: list[Any]) -> tuple[TaskStatus, str, int]:
+    def _wait(self, refs: list[Any], pg: Any = None) -> tuple[TaskStatus, str, int, str]:
+        """Wait for the rank tasks; the first failure stops the others. Returns (status, error, failing
+        rank, reason): for a FAILED attempt that may be retried, why (:func:`failure_reason`; a lost
+        worker is refined to ``node lost`` by the caller), else ""."""
         import ray
 
         rank_of = {ref: r for r, ref in enumerate(refs)}
         pending = list(refs)
-        error, failing, stopped = "", 0, False
+        error, failing, stopped, reason = "", 0, False, ""
         while pending:
             if self._cancel.is_set() or error:
                 self._stop(pending)
@@ -342,16 +406,51 @@ class RunSupervisor:
                     if isinstance(cause, RunStopped):  # it stopped as asked (del, down --force)
                         stopped = True
                         continue
-                    error = error or str(cause).strip().splitlines()[0]
-                    failing = rank_of[ref]
+                    line = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+                    reason = reason or failure_reason(line, died=False)
+                    error = error or line
+                    failing = rank_of[ref] if error == line else failing
                 except ray.exceptions.RayError as e:
-                    error = error or f"rank {rank_of[ref]} died: {type(e).__name__}"
-                    failing = rank_of[ref]
+                    lost = failure_reason(str(e), died=True)
+                    if lost == WORKER_DIED and not _group_placed(pg):
+                        lost = PG_LOST
+                    reason = reason or lost
+                    if not error:
+                        error, failing = f"rank {rank_of[ref]} died: {type(e).__name__}", rank_of[ref]
         if stopped or self._cancel.is_set():
-            return TaskStatus.CANCELLED, "deleted while running", failing
+            return TaskStatus.CANCELLED, "deleted while running", failing, ""
         if error:
-            return TaskStatus.FAILED, error, failing
-        return TaskStatus.SUCCEEDED, "", 0
+            return TaskStatus.FAILED, error, failing, reason
+        return TaskStatus.SUCCEEDED, "", 0, ""
+
+    def _node_gone(self, wait_s: float) -> bool:
+        """Whether the run's node has left the cluster; Ray notices a lost node a little after its
+        processes died, so ask for up to ``wait_s`` seconds."""
+        node = self.record.node
+        if not node:
+            return False
+        import ray
+
+        deadline = time.monotonic() + wait_s
+        asked = False
+        while True:
+            try:
+                full = alive_nodes().get(node)
+            except Exception as e:  # the GCS does not answer: say nothing rather than guess
+                log.info("%s: reading the cluster's nodes: %s: %s", self.record.task_id, type(e).__name__, e)
+                return False
+            if full is None:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            if not asked:  # the node's monitor answers at once while the node lives
+                asked = True
+                try:
+                    ray.get(monitor_for(full).address.remote(), timeout=min(2.0, wait_s))
+                    return False
+                except Exception as e:
+                    log.info("%s: node %s does not answer: %s", self.record.task_id, node, type(e).__name__)
+            time.sleep(0.5)
 
     def _stop(self, pending: list[Any]) -> None:
         """Stop file, grace period, then force: no rank outlives its task."""
@@ -428,8 +527,9 @@ class RunSupervisor:
             time.sleep(0.05)
         del ray
 
-    def _report(self, status: TaskStatus, error: str, tail: list[str]) -> None:
-        """Tell the center; retry while it restarts (it re-attaches to this supervisor by name)."""
+    def _report(self, status: TaskStatus, error: str, tail: list[str], reason: str = "") -> None:
+        """Tell the center (``reason``: why a FAILED attempt ended when it may be retried); retry while it
+        restarts (it re-attaches to this supervisor by name)."""
         import ray
 
         deadline = time.monotonic() + REPORT_PATIENCE_S
@@ -437,7 +537,7 @@ class RunSupervisor:
         while time.monotonic() < deadline:
             try:
                 center = get_center()
-                ref: Any = center.task_finished.remote(self.record.task_id, status.value, error, tail)
+                ref: Any = center.task_finished.remote(self.record.task_id, status.value, error, tail, reason)
                 ray.get(ref, timeout=30)
                 return
             except Exception as e:  # the center restarts: it re-attaches to this supervisor by name

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ..actors.center_retries import checked_retries
 from ..errors import DlnestError
 from ..runenv import parse_env_options
 from ..savepack.outputs import TaskSection, task_output_name
@@ -61,6 +62,17 @@ GpusOpt = Annotated[
     int | None, typer.Option("--gpus", metavar="K", help="With --ddp or --multi-gpu: exactly K GPUs.")
 ]
 CpuOpt = Annotated[bool, typer.Option("--cpu", help="Run on CPUs only (never waits for a GPU).")]
+RetriesOpt = Annotated[
+    str | None,  # checked by checked_retries: a bad value is one error line (exit 1), not a usage error
+    typer.Option(
+        "--retries",
+        metavar="N",
+        help="Retries of an attempt that fails for a reason not its own (node lost, worker died, out of "
+        "memory): resumed from its latest valid checkpoint. Default: the config's `retries`, else "
+        "`config --retries` (2).",
+        show_default=False,
+    ),
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,6 +87,7 @@ class QueueOptions:
     cpu: bool = False
     env: list[str] | None = None
     no_env: bool = False
+    retries: str | int | None = None  # ``--retries`` as given (see submit)
     as_json: bool = False
     address: str | None = None
 
@@ -97,6 +110,7 @@ class QueueOptions:
         """Connect, ``send(client, placement=..., ...)`` the request, and print what was queued."""
         placement = self.placement
         memory_mb = self.memory_mb
+        retries = None if self.retries is None else checked_retries(self.retries)
         extra = parse_env_options(self.env or [])
         client = connect_client(self.address, create=True)
         task_id = send(
@@ -106,6 +120,7 @@ class QueueOptions:
             gpus=self.gpus,
             env=extra,
             capture_env=not self.no_env,
+            retries=retries,
         )
         _report_submitted(client, task_id, self.as_json)
 
@@ -120,6 +135,7 @@ _QUEUE_PARAMETERS = [
         ("cpu", False, CpuOpt),
         ("env", None, EnvOpt),
         ("no_env", False, NoEnvOpt),
+        ("retries", None, RetriesOpt),
         ("as_json", False, JsonOpt),
         ("address", None, AddressOpt),
     )
@@ -314,14 +330,38 @@ def config(
             "and learned estimates are earlier peaks × X.",
         ),
     ] = None,
+    notify_webhook: Annotated[
+        str | None,
+        typer.Option(
+            "--notify-webhook",
+            metavar="URL",
+            help="Default webhook (http(s)) told when a run ends; a run's notify.webhook replaces it; "
+            '"" clears it.',
+        ),
+    ] = None,
+    retries: Annotated[
+        str | None,
+        typer.Option(
+            "--retries",
+            metavar="N",
+            help="Default retries of a run (>= 0, default 2) when its --retries and config do not say.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOpt = False,
     address: AddressOpt = None,
 ) -> None:
-    """Show the center's settings, or change them (enabled GPUs, tasks per GPU, delay, memory margin)."""
+    """Show the center's settings, or change them (enabled GPUs, tasks per GPU, delay, memory margin,
+    notify webhook)."""
     if margin is not None and not margin >= 1:  # NaN included; the center checks it too
         raise DlnestError(
             f"--margin must be 1 or more (got {margin:g}): a reservation never goes below the peak"
         )
+    default_retries = None if retries is None else checked_retries(retries)  # before connecting
+    from ..actors.notify import check_webhook, redact_url  # here: `--help` stays light
+
+    if notify_webhook:  # checked before connecting; the center checks it too
+        check_webhook(notify_webhook, "--notify-webhook")
     client = connect_client(address, create=False)
     changed = False
     if devices_:
@@ -340,6 +380,14 @@ def config(
     if margin is not None:
         client.change_margin(margin)
         typer.echo(f"memory margin: {margin:g}", err=as_json)
+        changed = True
+    if default_retries is not None:
+        client.change_retries(default_retries)
+        typer.echo(f"default retries: {default_retries}", err=as_json)
+        changed = True
+    if notify_webhook is not None:
+        client.change_notify_webhook(notify_webhook)
+        typer.echo(f"notify webhook: {redact_url(notify_webhook) or 'none'}", err=as_json)
         changed = True
     if as_json:
         print_json(_get_settings(client))

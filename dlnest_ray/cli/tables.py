@@ -120,11 +120,26 @@ _NOT_STARTED_PHASES = ("starting", "waiting for resources")  # "": a record from
 
 
 def _phase_note(task: Mapping[str, Any]) -> str:
-    """A running task that is not running yet (or any more) says so: its supervisor's phase."""
+    """A running task that is not running yet (or any more) says so: its supervisor's phase; a retried
+    one, its attempt (:func:`attempt_text`)."""
     phase = task.get("phase") or ""
+    retry = attempt_text(task)
+    retry = f" · {retry}" if retry else ""
     if task.get("cancelling"):
-        return " (stopping)"
-    return f" ({phase})" if row_status(task) is TaskStatus.RUNNING and phase and phase != "running" else ""
+        return " (stopping)" + retry
+    running = row_status(task) is TaskStatus.RUNNING and phase and phase != "running"
+    return (f" ({phase})" if running else "") + retry
+
+
+def attempt_text(task: Mapping[str, Any]) -> str:
+    """``attempt 2/3 (node lost)`` for a task row on its second or later attempt, else ""."""
+    attempt = task.get("attempt")
+    if not isinstance(attempt, int) or attempt <= 1:
+        return ""
+    reasons = task.get("attempt_reasons") or []
+    attempts = task.get("attempts")
+    of = f"/{attempts}" if isinstance(attempts, int) else ""
+    return f"attempt {attempt}{of}" + (f" ({reasons[-1]})" if reasons else "")
 
 
 # ------------------------------------------------------------------------------------------ memory
@@ -338,10 +353,14 @@ def settings_table(settings: Mapping[str, Any], devices: Iterable[Mapping[str, A
     table.add_row("disabled devices", " ".join(sorted(disabled)) or "none")
     table.add_row("max tasks per device", str(settings.get("max_tasks_per_device")))
     table.add_row("scheduling delay (s)", f"{float(settings.get('delay_s', 0)):g}")
+    if "retries" in settings:
+        table.add_row("default retries", f"{settings['retries']} (unless --retries or the config says)")
     if "margin" in settings:
         table.add_row(
             "memory margin", f"{float(settings['margin']):g} (right-sized = measured peak × margin)"
         )
     if "starvation_s" in settings:
         table.add_row("starvation bound (s)", f"{float(settings['starvation_s']):g}")
+    if "notify_webhook" in settings:
+        table.add_row("notify webhook", str(settings["notify_webhook"] or "none"))
     return table

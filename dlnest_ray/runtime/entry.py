@@ -35,12 +35,16 @@ def run_rank(
     memory_cap_mb: int | None = None,
     memory_margin: float = DEFAULT_MARGIN,
     memory_report: Callable[[int, int | None], int | None] | None = None,
+    attempt: int = 1,
+    retry_reason: str = "",
 ) -> dict[str, object]:
     """Train this rank; returns ``{"finished_epoch"}``. ``memory_cap_mb``: the rank's reservation on its
     GPU (its allocator is capped there); ``memory_report(epoch, peak_mb)``: called after each epoch, it
     returns the reservation then (right-sizing lowers it). Raises TrainingFailed on a user error, and
     :class:`~dlnest_ray.errors.RunStopped` when the run was asked to stop: Ray then shows the rank task
-    as failed with that message (as it shows a task it cancelled), never as finished."""
+    as failed with that message (as it shows a task it cancelled), never as finished. ``attempt`` > 1:
+    a retry of the task (``retry_reason``: why the attempt before ended), said in the output and the
+    segment."""
     import torch
 
     from .trainer import StopRequested, TrainOptions, train
@@ -68,6 +72,8 @@ def run_rank(
                 memory_cap_mb=memory_cap_mb,
                 memory_margin=memory_margin,
                 memory_report=memory_report,
+                attempt=attempt,
+                retry_reason=retry_reason,
             ),
         )
         return {"finished_epoch": result.finished_epoch}

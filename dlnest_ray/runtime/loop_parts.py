@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..savepack.outputs import marker_line
+from ..savepack.outputs import attempt_line, marker_line
 from .aliases import overrides
 from .bases import LifeCycleBase
 from .output import ConsoleSink
@@ -63,6 +63,9 @@ class TrainOptions:
     memory_cap_mb: int | None = None
     memory_report: Callable[[int, int | None], int | None] | None = None
     memory_margin: float = 1.15
+    # a queued task's retry (issue 14): its attempt (1: the first) and why the attempt before ended
+    attempt: int = 1
+    retry_reason: str = ""
 
 
 class StopRequested(KeyboardInterrupt):
@@ -146,8 +149,9 @@ def call_visualize(model: Any, epoch: int, iter: int, log: Mapping[str, Any]) ->
         method(epoch, iter, log)
 
 
-def mark_output(path: Path, task_id: str) -> None:
-    """Append the task's marker line (on a line of its own) to the output file it is about to write."""
+def mark_output(path: Path, task_id: str, attempt: int = 1, retry_reason: str = "") -> None:
+    """Append the task's marker line (on a line of its own) to the output file it is about to write; on
+    a retry (``attempt`` > 1) followed by ``== attempt 2: node lost ==`` (:func:`attempt_line`)."""
     lead = ""
     if path.exists() and path.stat().st_size > 0:  # a new or empty file needs no line break first
         with open(path, "rb") as f:
@@ -155,6 +159,8 @@ def mark_output(path: Path, task_id: str) -> None:
             lead = "" if f.read(1) == b"\n" else "\n"
     with open(path, "a", encoding="utf-8") as f:
         f.write(f"{lead}{marker_line(task_id)}\n")
+        if attempt > 1:
+            f.write(f"{attempt_line(attempt, retry_reason)}\n")
 
 
 def overrides_aborting(life_cycle: LifeCycleBase) -> bool:

@@ -95,7 +95,7 @@ def train(package: str | Path, options: TrainOptions | None = None) -> TrainResu
     try:
         if opts.capture_output:
             if opts.task_id:  # a queued task's part of the output starts here (`watch` shows only it)
-                mark_output(out_path, opts.task_id)
+                mark_output(out_path, opts.task_id, opts.attempt, opts.retry_reason)
             with OutputTee(out_path, console=opts.console):
                 return Trainer(pkg, opts, dist).run()
         return Trainer(pkg, opts, dist).run()
@@ -161,10 +161,15 @@ class Trainer:
             self.pkg.remove_temp_files()
             self.segment = self.pkg.begin_segment(self._segment_info())
         first_epoch = int(state.get("finished_epoch", -1)) + 1 if state else 0
-        self.tb = EpochScalars.for_run(
-            self.args, self.path, main=st.is_main, first_epoch=first_epoch, resume=state is not None
-        )
         self.metrics = MetricsLog(self.path) if st.is_main else None
+        # a run that starts over in a package that has rows (a retry before any checkpoint) owns every
+        # epoch from 0: the rows and TensorBoard events of the abandoned start go
+        over = state is None and self.metrics is not None and bool(self.metrics.rows)
+        if over and self.metrics is not None:
+            self.metrics.drop_after(-1)
+        self.tb = EpochScalars.for_run(
+            self.args, self.path, main=st.is_main, first_epoch=first_epoch, resume=state is not None or over
+        )
 
     def _build_components(self) -> None:
         """The user's objects and the plugins, in DLNest's order (:mod:`.build`)."""
@@ -530,5 +535,16 @@ class Trainer:
                 "environment": sorted(
                     filter(None, names.split(","))
                 ),  # the submitter's variables, names only
+                **self._attempt_info(),
             }
         )
+
+    def _attempt_info(self) -> dict[str, Any]:
+        """A queued task's attempt for its segment (and, on a retry, why the one before ended); nothing
+        for a run outside the queue."""
+        if not self.opts.task_id:
+            return {}
+        info: dict[str, Any] = {"attempt": self.opts.attempt}
+        if self.opts.attempt > 1:
+            info["retry_reason"] = self.opts.retry_reason
+        return info

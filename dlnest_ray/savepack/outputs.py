@@ -4,7 +4,8 @@ A package's ``_output.txt`` (``_output_<rank>.txt`` under DDP) is appended to by
 first ``run``, then each ``continue``. A queued task's rank writes a marker line when it starts,
 ``== T_0004 started 2026-11-28 10:00:00 ==``, so a reader following task T can show exactly T's part:
 from T's marker up to the next task's marker. Files written before markers existed have none; they
-are shown whole.
+are shown whole. A retried task (issue 14) writes its marker again for each attempt, followed by
+``== attempt 2: node lost ==``; its section runs through all of its attempts.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from . import layout
 
-__all__ = ["TaskSection", "marker_line", "marker_task", "section_start", "task_output_name"]
+__all__ = ["TaskSection", "attempt_line", "marker_line", "marker_task", "section_start", "task_output_name"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,12 @@ def marker_line(task_id: str, now: float | None = None) -> str:
     """The line a task's rank writes first into its output file (no newline)."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(time.time() if now is None else now))
     return f"== {task_id} started {stamp} =="
+
+
+def attempt_line(attempt: int, reason: str = "") -> str:
+    """The line a retried task's rank writes right after its marker: ``== attempt 2: node lost ==``
+    (no newline). Not a marker: the task's section goes on through it."""
+    return f"== attempt {attempt}: {reason} ==" if reason else f"== attempt {attempt} =="
 
 
 def marker_task(line: str) -> str | None:

@@ -116,7 +116,9 @@ class Segment:
     and ranks, torch's peak reserved memory plus the CUDA context (None on CPU); ``reserved_mb``: the
     rank's reservation (its memory cap) per GPU when the segment started (None: no cap, and in files
     written before it was recorded); ``environment``: the names (not values) of the submitter's variables
-    the run got; ``node``: the Ray node on a cluster. Every field is None when not recorded.
+    the run got; ``node``: the Ray node on a cluster; ``attempt``: a queued task's attempt (1: its first;
+    issue 14) and ``retry_reason``: why the attempt before ended (on a retry). Every field is None when
+    not recorded.
     """
 
     kind: str | None = None
@@ -140,6 +142,8 @@ class Segment:
     error: str | None = None
     peak_gpu_mb: float | None = None
     reserved_mb: int | None = None
+    attempt: int | None = None
+    retry_reason: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     nulls: frozenset[str] = frozenset()
 
@@ -165,6 +169,8 @@ class Segment:
         "error": is_str,
         "peak_gpu_mb": is_num,
         "reserved_mb": is_int,
+        "attempt": is_int,
+        "retry_reason": is_str,
     }
     _TUPLES: ClassVar[tuple[str, ...]] = ("devices", "environment")
 

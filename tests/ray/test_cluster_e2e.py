@@ -15,6 +15,7 @@ from dlnest_ray.errors import DlnestError
 from dlnest_ray.savepack import layout
 from dlnest_ray.savepack.package import SavePackage
 from tests.projects import write_project
+from tests.ray.local_cluster import local_client
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -23,21 +24,8 @@ TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    import ray
-
-    from dlnest_ray.actors.center_actor import get_or_create_center
-    from dlnest_ray.actors.client import Client
-    from dlnest_ray.actors.names import NAMESPACE
-
-    os.environ["DLNEST_RAY_FAKE_GPUS"] = "2x16000"  # inherited by the workers Ray starts below
-    os.environ["DLNEST_RAY_CANCEL_GRACE_S"] = "5"
-    ray.init(num_cpus=2, num_gpus=2, namespace=NAMESPACE, include_dashboard=False, logging_level="ERROR")
-    try:
-        yield Client(get_or_create_center(str(tmp_path_factory.mktemp("home"))))
-    finally:
-        ray.shutdown()
-        os.environ.pop("DLNEST_RAY_FAKE_GPUS", None)
-        os.environ.pop("DLNEST_RAY_CANCEL_GRACE_S", None)
+    with local_client(tmp_path_factory.mktemp("home"), num_cpus=2) as c:
+        yield c
 
 
 def tasks(client: Any) -> dict[str, dict[str, Any]]:
@@ -295,7 +283,7 @@ def test_a_run_that_outgrows_its_reservation_fails_alone_and_says_what_to_ask(
     steady = write_project(tmp_path / "steady", epochs=3, step_sleep_s=0.3, extra={"fake_gpu_mb": 1000})
     restore = _on_gpu0(client)
     try:
-        c = client.run_train(str(grows), memory_mb=4000)
+        c = client.run_train(str(grows), memory_mb=4000, retries=0)  # retried: see test_retries_e2e.py
         d = client.run_train(str(steady), memory_mb=4000)
         assert {tasks(client)[i]["status"] for i in (c, d)} == {"RUNNING"}
         done = wait_done(client, [c, d])

@@ -155,11 +155,11 @@ def test_newer_manifest_keeps_its_version_and_keys() -> None:
     newer = json.loads(json.dumps(V1_MANIFEST))
     newer["version"] = MANIFEST_VERSION + 1
     newer["retention"] = {"policy": "best-k", "k": 3}
-    newer["segments"][0]["attempt"] = 2
+    newer["segments"][0]["energy_wh"] = 2  # a key this version does not know
     newer["checkpoints"]["3"]["metric"] = 0.91
     m = Manifest.from_json(newer)
     assert m.extra == {"retention": {"policy": "best-k", "k": 3}}
-    assert m.segments[0].extra == {"attempt": 2}
+    assert m.segments[0].extra == {"energy_wh": 2}
     assert (m.checkpoints or {})[3].extra == {"metric": 0.91}
     assert m.to_json() == newer
 
@@ -224,18 +224,18 @@ def test_package_written_by_newer_code_opens_and_keeps_everything(tmp_path: Path
     newer = read_manifest(pkg.path)
     newer["version"] = MANIFEST_VERSION + 1
     newer["retention"] = {"policy": "best-k"}
-    newer["segments"][0]["attempt"] = 2
+    newer["segments"][0]["energy_wh"] = 2
     newer["checkpoints"]["0"]["metric"] = 0.5
     (pkg.path / "_package.json").write_text(json.dumps(newer))
 
     again = SavePackage.open(pkg.path)
-    assert again.segment_of("T_0001") is not None and again.segments()[0].extra == {"attempt": 2}
+    assert again.segment_of("T_0001") is not None and again.segments()[0].extra == {"energy_wh": 2}
     again.save_checkpoint({"w": torch.ones(2)}, epoch=1, step=10)
     again.end_segment(again.begin_segment({"kind": "resume", "task_id": "T_0002"}), status="failed")
     after = read_manifest(pkg.path)
     assert after["version"] == MANIFEST_VERSION + 1
     assert after["retention"] == {"policy": "best-k"}
-    assert after["segments"][0]["attempt"] == 2 and after["segments"][1]["status"] == "failed"
+    assert after["segments"][0]["energy_wh"] == 2 and after["segments"][1]["status"] == "failed"
     assert after["checkpoints"]["0"]["metric"] == 0.5 and after["checkpoints"]["1"]["epoch"] == 1
     assert again.meta["retention"] == {"policy": "best-k"}
 

@@ -134,7 +134,11 @@ def top_fragments(lines: Sequence[str], *, first: int = 0) -> Fragments:
 def status_text(task: Mapping[str, Any]) -> str:
     """``RUNNING``, ``RUNNING (loading)``, ``RUNNING (stopping)``, ``PENDING`` ...: the status with the
     supervisor's phase while it is not plainly running."""
+    from ..tables import attempt_text
+
     status = str(task.get("status", "?"))
+    retry = attempt_text(task)  # a retried task: ``attempt 2/3 (node lost)``
+    status = f"{status} · {retry}" if retry else status
     if task.get("cancelling"):
         return f"{status} (stopping)"
     phase = str(task.get("phase") or "")
