@@ -23,6 +23,7 @@ __all__ = ["CenterActor", "get_or_create_center", "remove_center"]
 log = logging.getLogger(__name__)
 
 FOLLOW_UP_S = 2.0
+NOTICE_GRACE_S = 10.0  # how long `down` lets the center finish sending word of ended runs
 RETRY_FOLLOW_UP_S = 1.0
 
 
@@ -175,8 +176,20 @@ def remove_center() -> None:
         if not isinstance(actor, dict) or actor.get("namespace") != NAMESPACE:
             continue
         name = str(actor.get("name"))
+        if name == CENTER_NAME:
+            _let_notices_go(ray)
         if name == CENTER_NAME or name.startswith(MONITOR_PREFIX):
             try:
                 ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
             except ValueError:  # it ended meanwhile
                 log.info("%s was gone before it could be removed", name)
+
+
+def _let_notices_go(ray: Any) -> None:
+    """Before the center is killed: give the notices it is still sending (the runs `down --force` just
+    cancelled) up to :data:`NOTICE_GRACE_S` seconds. A center that cannot answer is killed anyway."""
+    try:
+        center = ray.get_actor(CENTER_NAME, namespace=NAMESPACE)
+        ray.get(center.close.remote(NOTICE_GRACE_S), timeout=NOTICE_GRACE_S + 15)  # + a last try's timeout
+    except Exception as e:  # gone, or hung: it is killed next either way
+        log.info("the center did not close its notifier: %s: %s", type(e).__name__, e)
