@@ -369,26 +369,31 @@ def config(
         disabled = client.change_devices(_device_labels(devices_, known))
         typer.echo(f"disabled devices: {', '.join(disabled) or 'none'}", err=as_json)
         changed = True
-    if max_per_device is not None:
-        client.change_max_task_per_device(max_per_device)
-        typer.echo(f"max tasks per device: {max_per_device}", err=as_json)
-        changed = True
-    if delay is not None:
-        client.change_delay(delay)
-        typer.echo(f"scheduling delay: {delay:g} s", err=as_json)
-        changed = True
-    if margin is not None:
-        client.change_margin(margin)
-        typer.echo(f"memory margin: {margin:g}", err=as_json)
-        changed = True
-    if default_retries is not None:
-        client.change_retries(default_retries)
-        typer.echo(f"default retries: {default_retries}", err=as_json)
-        changed = True
-    if notify_webhook is not None:
-        client.change_notify_webhook(notify_webhook)
-        typer.echo(f"notify webhook: {redact_url(notify_webhook) or 'none'}", err=as_json)
-        changed = True
+    # each given setting: (value, how the center takes it, what to print)
+    changes: list[tuple[object, Callable[[], None], str]] = [
+        (
+            max_per_device,
+            lambda: client.change_max_task_per_device(max_per_device or 0),
+            f"max tasks per device: {max_per_device}",
+        ),
+        (delay, lambda: client.change_delay(delay or 0.0), f"scheduling delay: {delay or 0:g} s"),
+        (margin, lambda: client.change_margin(margin or 0.0), f"memory margin: {margin or 0:g}"),
+        (
+            default_retries,
+            lambda: client.change_retries(default_retries or 0),
+            f"default retries: {default_retries}",
+        ),
+        (
+            notify_webhook,
+            lambda: client.change_notify_webhook(notify_webhook or ""),
+            f"notify webhook: {redact_url(notify_webhook or '') or 'none'}",
+        ),
+    ]
+    for value, change, said in changes:
+        if value is not None:
+            change()
+            typer.echo(said, err=as_json)
+            changed = True
     if as_json:
         print_json(_get_settings(client))
     elif not changed:
