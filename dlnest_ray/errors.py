@@ -14,6 +14,7 @@ __all__ = [
     "DlnestError",
     "PackageError",
     "ProjectError",
+    "RunPreempted",
     "RunStopped",
     "TrainingFailed",
     "UserCodeError",
@@ -55,3 +56,8 @@ class RunStopped(DlnestError):
 
 class AnalysisError(DlnestError):
     """An analysis script could not be run or raised."""
+
+
+class RunPreempted(RunStopped):
+    """A queued run's rank stopped at an epoch boundary because a higher-priority task preempted it;
+    the message says after which epoch and which checkpoint it resumes from."""

@@ -1,7 +1,9 @@
 """Tasks: status values, the one table of allowed transitions, and the task record (pure data).
 
 PENDING → RUNNING → SUCCEEDED | FAILED | CANCELLED; a pending task may also be CANCELLED (deleted) or
-FAILED (its launch failed), and a running task whose run never started a rank goes back to PENDING
+FAILED (its launch failed). A running task preempted for a higher-priority one is PREEMPTED while it
+stops at its next epoch boundary (it still holds its GPUs), then PENDING again as a continuation, unless
+it ended meanwhile. A running task whose run never started a rank goes back to PENDING
 (:func:`requeue`: the cluster went away under it, or ``down`` stopped it before it began), as does a
 running task whose attempt failed for a retryable reason (:func:`retry_label` says which attempt it is
 on; the center's retry rules are in ``actors/center_retries.py``). Every status
@@ -24,6 +26,7 @@ __all__ = [
     "TaskKind",
     "TaskRecord",
     "TaskStatus",
+    "preempted_label",
     "requeue",
     "retry_label",
     "transition",
@@ -38,18 +41,33 @@ class TaskStatus(str, Enum):
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
+    PREEMPTED = "PREEMPTED"  # stopping for a higher-priority task; then PENDING again
 
     def is_terminal(self) -> bool:
         return self in _TERMINAL
+
+    def is_active(self) -> bool:
+        """Launched and not ended: it holds its node's GPUs and CPUs (RUNNING or PREEMPTED)."""
+        return self in _ACTIVE
 
     def __str__(self) -> str:
         return self.value
 
 
 _TERMINAL = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+_ACTIVE = frozenset({TaskStatus.RUNNING, TaskStatus.PREEMPTED})
 _ALLOWED: dict[TaskStatus, frozenset[TaskStatus]] = {
     TaskStatus.PENDING: frozenset({TaskStatus.RUNNING, TaskStatus.CANCELLED, TaskStatus.FAILED}),
     TaskStatus.RUNNING: frozenset(
+        {
+            TaskStatus.SUCCEEDED,
+            TaskStatus.FAILED,
+            TaskStatus.CANCELLED,
+            TaskStatus.PENDING,
+            TaskStatus.PREEMPTED,
+        }
+    ),
+    TaskStatus.PREEMPTED: frozenset(
         {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.PENDING}
     ),
     TaskStatus.SUCCEEDED: frozenset(),
@@ -124,8 +142,13 @@ class TaskRecord:
     retries: int = 2
     attempt: int = 1
     attempt_reasons: tuple[str, ...] = ()
-    priority: int = 0  # issue 14 item 2 (priorities): the field is in the JSON interface already
+    # priorities (issue 14): higher is served first and may preempt lower ones (unless ``no_preempt``);
+    # ``preempted_by``: the task it was last preempted for, ``preemptions``: how often that happened
+    priority: int = 0
     preempted_by: str = ""
+    no_preempt: bool = False
+    preemptions: int = 0
+    phase_at: float | None = None  # when ``phase`` last changed (an analyzer idle since then may yield)
     error: str = ""
     output_tail: tuple[str, ...] = field(default_factory=tuple)
 
@@ -138,6 +161,7 @@ class TaskRecord:
             gpus=self.gpus_requested,
             submitted_at=self.submitted_at,
             cpus_per_rank=self.cpus_per_rank,
+            priority=self.priority,
         )
 
     @property
@@ -224,6 +248,7 @@ def requeue(record: TaskRecord, *, reason: str) -> TaskRecord:
         right_sized=False,
         gpu_total_mb=0,
         phase="",
+        phase_at=None,
         cancel_requested=False,
         cancelled_by_down=False,
         wait_reason=reason,
@@ -237,3 +262,11 @@ def retry_label(record: TaskRecord) -> str:
         return ""
     why = f" ({record.attempt_reasons[-1]})" if record.attempt_reasons else ""
     return f"attempt {record.attempt}/{record.attempts}{why}"
+
+
+def preempted_label(record: TaskRecord) -> str:
+    """``preempted by T_0012`` for a task stopping (PREEMPTED) or waiting (PENDING) after a preemption,
+    else ""."""
+    if record.preempted_by and record.status in (TaskStatus.PREEMPTED, TaskStatus.PENDING):
+        return f"preempted by {record.preempted_by}"
+    return ""

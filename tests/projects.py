@@ -22,7 +22,8 @@ Behaviour is driven by the ``test`` dict of the config (so a freq config can cha
 * ``skip``: ``{hook name: [call numbers]}``: that hook returns ``"Skip"`` on those calls (counted from 0);
 * ``visualize_every``: ``need_visualize`` is true when ``iter % visualize_every == 0``;
 * ``noisy``: write to fd 1 / fd 2 / a child process / print during the first step;
-* ``record_dir``: the life cycle's ``after_all`` writes ``rank<rank>.json`` there (samples seen, losses).
+* ``record_dir``: the life cycle's ``after_all`` writes ``rank<rank>.json`` there (samples seen, losses);
+* ``save_every`` (snake style): ``need_save_model`` only every that many epochs, and at the last one.
 
 The env var ``DLNEST_TEST_TAG`` is recorded by the life cycle after each epoch (in its save dict), to tell
 branches of a run apart.
@@ -326,7 +327,8 @@ class LifeCycle(LifeCycleBase):
         print(f"Epoch #{epoch} finished! loss {log['loss'][-1]:.4f}")
 
     def need_save_model(self, epoch, log, args):
-        return True
+        every = args.get("test", {}).get("save_every", 1)
+        return (epoch + 1) % every == 0 or epoch + 1 >= args["epochs"]
 
     def hold_this_checkpoint(self, epoch, log, args):
         if log["acc"] and log["acc"][-1] > self.best_acc:
@@ -595,6 +597,7 @@ def write_project(
     step_sleep_s: float = 0.0,
     ballast_mb: int = 0,
     record_dir: str | Path | None = None,
+    save_every: int | None = None,
     validation: str = "validate",
     n_train: int = 128,
     n_val: int = 64,
@@ -630,6 +633,8 @@ def write_project(
         test["ballast_mb"] = ballast_mb
     if record_dir is not None:
         test["record_dir"] = str(Path(record_dir).resolve())
+    if save_every is not None:
+        test["save_every"] = save_every
 
     _write(root / "Model" / "helper.py", HELPER)
     if style == "snake":

@@ -20,6 +20,11 @@ ALLOWED = {
     (S.RUNNING, S.FAILED),
     (S.RUNNING, S.CANCELLED),
     (S.RUNNING, S.PENDING),  # requeue: the run never started a rank
+    (S.RUNNING, S.PREEMPTED),  # stopping for a higher-priority task
+    (S.PREEMPTED, S.PENDING),  # stopped: back in the queue as a continuation
+    (S.PREEMPTED, S.SUCCEEDED),  # it ended before the epoch boundary
+    (S.PREEMPTED, S.FAILED),
+    (S.PREEMPTED, S.CANCELLED),
 }
 ALL_PAIRS = list(itertools.product(TaskStatus, TaskStatus))
 
@@ -29,7 +34,7 @@ def record(status: TaskStatus = S.PENDING, **kw) -> TaskRecord:
 
 
 def test_matrix_covers_every_pair():
-    assert len(ALL_PAIRS) == 25
+    assert len(ALL_PAIRS) == 36
     assert ALLOWED.issubset(ALL_PAIRS)
 
 
@@ -54,6 +59,11 @@ def test_every_other_transition_raises(old: TaskStatus, new: TaskStatus):
 def test_is_terminal():
     assert {s for s in TaskStatus if s.is_terminal()} == {S.SUCCEEDED, S.FAILED, S.CANCELLED}
     assert not S.PENDING.is_terminal() and not S.RUNNING.is_terminal()
+
+
+def test_is_active():
+    """RUNNING and PREEMPTED (stopping) tasks hold their GPUs; the others do not."""
+    assert {s for s in TaskStatus if s.is_active()} == {S.RUNNING, S.PREEMPTED}
 
 
 def test_str_is_value():

@@ -18,6 +18,7 @@ the analyzer stays loaded.
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import queue
 import sys
@@ -33,6 +34,9 @@ from ..savepack.layout import ANALYZE_OUTPUT_FILE
 from ..scheduling.specs import Placement
 from ..tasks import TaskRecord
 from .jobs import ExpInterrupted, Job, JobState, ScriptFailed, format_failure, short_repr
+from .names import get_center
+
+log = logging.getLogger(__name__)
 
 __all__ = ["OUTPUT_FILE", "AnalyzerActor", "ExpInterrupted", "JobState", "ScriptFailed", "output_prefix"]
 
@@ -298,13 +302,32 @@ class AnalyzerActor:
         finally:
             self._loaded.set()
 
+    def _tell_phase(self, phase: str) -> None:
+        """Tell the center whether a script runs (``busy``) or none (``ready``): only an analyzer idle for
+        a while may be preempted. Without waiting; nothing to tell outside a cluster."""
+        try:
+            import ray
+
+            if ray.is_initialized():
+                get_center().task_phase.remote(self.task_id, phase)
+        except Exception as e:  # the center restarts: the next script tells it again
+            log.info("%s: could not tell the center it is %s: %s", self.task_id, phase, e)
+
     def _run(self, job: Job) -> None:
-        timer: threading.Timer | None = None
         with self._lock:  # checked and claimed at once: a cancel lands either before or after
             if job.state is not JobState.QUEUED:
                 return  # cancelled while it waited
             job.state = JobState.RUNNING
             self._current = job
+        self._tell_phase("busy")
+        try:
+            self._run_claimed(job)
+        finally:
+            if self._queue.empty():
+                self._tell_phase("ready")
+
+    def _run_claimed(self, job: Job) -> None:
+        timer: threading.Timer | None = None
         self._note(f"exp {job.job} {job.script}: started")
         with self._lock:
             job.start = self.output.end

@@ -37,8 +37,16 @@ from ..savepack.memory_history import (
 from ..savepack.package import SavePackage
 from ..savepack.records import Segment
 from ..scheduling.policy import DRAINING_REASON, decide, infeasible
-from ..scheduling.specs import GpuState, Launch, NodeCpus, Placement, Settings, Snapshot, Wait
-from ..tasks import NOT_STARTED_PHASES, TaskKind, TaskRecord, TaskStatus, requeue, transition
+from ..scheduling.specs import GpuState, Launch, NodeCpus, Placement, Preempt, Settings, Snapshot, Wait
+from ..tasks import (
+    NOT_STARTED_PHASES,
+    TaskKind,
+    TaskRecord,
+    TaskStatus,
+    preempted_label,
+    requeue,
+    transition,
+)
 from .center_memory import (
     DEFAULT_SOURCE,
     choose_memory,
@@ -48,6 +56,7 @@ from .center_memory import (
     right_sized,
     with_peak,
 )
+from .center_preempt import back_in_queue, checked_priority, preempted
 from .center_retries import checked_retries, config_retries, retry_decision, retry_reason_line
 from .center_settings import CenterSettingsOps
 from .notify import NOTIFY_KEY, Notice, Notifier, NotifySettings, NotifyStore, notice_reason, parse_notify
@@ -189,11 +198,15 @@ class Center:
         gpus: int | None = None,
         env: dict[str, str] | None = None,
         retries: int | None = None,
+        priority: int = 0,
+        no_preempt: bool = False,
     ) -> str:
         """Queue a new training run; returns its task id. The package is created now. ``env``: the
         submitter's environment for its ranks (:mod:`dlnest_ray.runenv`). ``retries``: how often a failed
-        attempt may be retried (:mod:`.center_retries`; None: the config's ``retries``, else the default)."""
-        spec_kw = self._spec_kw(placement, memory_mb, gpus)
+        attempt may be retried (:mod:`.center_retries`; None: the config's ``retries``, else the default).
+        ``priority``: higher runs first and may preempt lower (:mod:`.center_preempt`); ``no_preempt``:
+        this run is never preempted."""
+        spec_kw = self._spec_kw(placement, memory_mb, gpus, priority, no_preempt)
         env = checked_env(env)
         if retries is not None:
             retries = checked_retries(retries)
@@ -237,10 +250,13 @@ class Center:
         gpus: int | None = None,
         env: dict[str, str] | None = None,
         retries: int | None = None,
+        priority: int = 0,
+        no_preempt: bool = False,
     ) -> str:
         """Queue the continuation of an existing package (from ``ckpt_id``, -1: latest valid). Without a
-        ``description`` it keeps the package's. ``retries``: as :meth:`run_train` (the package's config)."""
-        spec_kw = self._spec_kw(placement, memory_mb, gpus)
+        ``description`` it keeps the package's. ``retries``, ``priority``, ``no_preempt``: as
+        :meth:`run_train` (retries: the package's config)."""
+        spec_kw = self._spec_kw(placement, memory_mb, gpus, priority, no_preempt)
         env = checked_env(env)
         if retries is not None:
             retries = checked_retries(retries)
@@ -288,10 +304,12 @@ class Center:
         memory_mb: int | None = None,
         placement: str = "gpu",
         env: dict[str, str] | None = None,
+        priority: int = 0,
     ) -> str:
         """Queue an analyzer of a package (DLNest's /analyze): it loads checkpoint ``ckpt_id`` (-1: latest
         valid; -2: none) once and then runs scripts from ``scripts_dir`` (default: the project's
-        ``AnalyzeScripts/``, else the package's copy). Default memory: the run's measured peak, else 90%."""
+        ``AnalyzeScripts/``, else the package's copy). Default memory: the run's measured peak, else 90%.
+        ``priority``: as :meth:`run_train`; an analyzer is preempted only when idle."""
         if placement not in (Placement.GPU.value, Placement.CPU.value):
             raise DlnestError("an analyzer is one process: on one GPU, or with --cpu")
         env = checked_env(env)
@@ -302,7 +320,7 @@ class Center:
         scripts = find_scripts_dir(pkg.path, pkg.meta, scripts_dir or None)
         if memory_mb is None and placement == Placement.GPU.value:
             memory_mb = analyzer_memory_mb(pkg.meta)
-        spec_kw = self._spec_kw(placement, memory_mb, None)
+        spec_kw = self._spec_kw(placement, memory_mb, None, priority)
         self._refuse_infeasible(spec_kw)
         with self._lock:
             task_id = self._enqueue(
@@ -318,7 +336,15 @@ class Center:
         self.schedule()
         return task_id
 
-    def _spec_kw(self, placement: str, memory_mb: int | None, gpus: int | None) -> dict[str, Any]:
+    def _spec_kw(
+        self,
+        placement: str,
+        memory_mb: int | None,
+        gpus: int | None,
+        priority: int = 0,
+        no_preempt: bool = False,
+    ) -> dict[str, Any]:
+        priority = checked_priority(priority)
         try:
             kind = Placement(placement)
         except ValueError:
@@ -329,7 +355,13 @@ class Center:
             raise DlnestError("--gpus K needs --ddp or --multi-gpu and K >= 1")
         if kind is Placement.CPU:
             memory_mb, gpus = None, None
-        return {"placement": kind, "memory_mb": memory_mb, "gpus_requested": gpus}
+        return {
+            "placement": kind,
+            "memory_mb": memory_mb,
+            "gpus_requested": gpus,
+            "priority": priority,
+            "no_preempt": bool(no_preempt),
+        }
 
     def _retries(self, given: int | None, args: dict[str, Any]) -> int:
         """A run's retries: ``given`` (--retries), else its config's ``retries``, else the default."""
@@ -396,7 +428,7 @@ class Center:
                 )
                 self.log.write(f"{task_id} deleted while pending")
                 return f"{task_id} removed from the queue"
-            if record.status is TaskStatus.RUNNING:
+            if record.status.is_active():
                 self._set(replace(record, cancel_requested=True))
                 self.launcher.cancel(task_id)
                 self.log.write(f"{task_id} cancelling")
@@ -456,7 +488,11 @@ class Center:
         ``reason``: why a FAILED attempt ended when it may be retried (``node lost``, ``worker died``,
         ``killed by signal 9``, ``placement group lost``, ``out of memory``; "" for the user's own error):
         while retries are left it goes back to PENDING as a continuation (:mod:`.center_retries`)."""
-        resume_from = self._resume_point(task_id) if status == TaskStatus.FAILED.value and reason else None
+        resume_from = (
+            self._resume_point(task_id)
+            if (status == TaskStatus.FAILED.value and reason) or status == TaskStatus.PREEMPTED.value
+            else None
+        )
         with self._lock:
             record = self.store.tasks.get(task_id)
             if record is None or record.status.is_terminal():
@@ -476,6 +512,13 @@ class Center:
                 return
             if record.cancel_requested and final is not TaskStatus.SUCCEEDED:
                 final = TaskStatus.CANCELLED
+            if final is TaskStatus.PREEMPTED:  # it stopped for a higher-priority task: it waits again
+                back = back_in_queue(with_peak(record, _segment_peak(record)), resume_from)
+                self._set(back)
+                where = "from the checkpoint it took" if back.resume else "from the start"
+                by = record.preempted_by
+                self.log.write(f"{task_id} back in the queue: preempted by {by}, resumes {where}")
+                final = TaskStatus.PENDING
             record = with_peak(record, _segment_peak(record))  # e.g. the peak an out-of-memory run hit
             tail = tuple(output_tail or ())
             if final is TaskStatus.FAILED:
@@ -522,7 +565,7 @@ class Center:
         changed = False
         with self._lock:
             record = self.store.tasks.get(task_id)
-            if record is None or record.status is not TaskStatus.RUNNING:
+            if record is None or not record.status.is_active():
                 return 0
             margin = self.store.settings.margin
             updated = with_peak(record, peak_mb)
@@ -558,11 +601,12 @@ class Center:
         """A running task's supervisor says where it is (e.g. waiting for Ray to free resources)."""
         with self._lock:
             record = self.store.tasks.get(task_id)
-            if record is not None and record.status is TaskStatus.RUNNING and record.phase != phase:
+            if record is not None and record.status.is_active() and record.phase != phase:
+                now = self.clock()
                 started = record.running_at
                 if started is None and phase not in NOT_STARTED_PHASES:
-                    started = self.clock()  # its ranks (or analyzer) run now: the `ran` clock starts
-                self._set(replace(record, phase=phase, running_at=started))
+                    started = now  # its ranks (or analyzer) run now: the `ran` clock starts
+                self._set(replace(record, phase=phase, running_at=started, phase_at=now))
 
     # ------------------------------------------------------------------------------------------ schedule
     def _settings(self) -> Settings:
@@ -570,7 +614,8 @@ class Center:
         return Settings(max_tasks_per_device=s.max_tasks_per_device, starvation_s=s.starvation_s)
 
     def _running(self) -> list[TaskRecord]:
-        return [r for r in self.store.tasks.values() if r.status is TaskStatus.RUNNING]
+        """Launched and not ended: RUNNING, or PREEMPTED and stopping (they hold their share)."""
+        return [r for r in self.store.tasks.values() if r.status.is_active()]
 
     def _reserved(self) -> dict[str, dict[int, int]]:
         out: dict[str, dict[int, int]] = {}
@@ -613,13 +658,13 @@ class Center:
                         tasks=len(on_gpu),
                         enabled=f"{node}:gpu{info.index}" not in disabled,
                         recent_mb=recent,
-                        holders=holders_on(node, info.index, on_gpu),
+                        holders=holders_on(node, info.index, on_gpu, now),
                     )
                 )
         self._gpus = tuple(gpus)
         return self._gpus
 
-    def schedule(self) -> list[Launch | Wait]:
+    def schedule(self) -> list[Launch | Wait | Preempt]:
         """One scheduling pass: launch what fits, record a wait reason for the rest.
         Call it without holding the state lock."""
         with self._pass_lock:
@@ -654,7 +699,7 @@ class Center:
         one, named after the task too, cannot start before it is gone. A remote call: without the lock."""
         with self._lock:
             pending = [r for r in self.store.tasks.values() if r.status is TaskStatus.PENDING]
-            retries = {r.task_id for r in pending if r.attempt > 1}
+            retries = {r.task_id for r in pending if r.attempt > 1 or r.preemptions}
         return retries & self.launcher.alive() if retries else set()
 
     def _retry_soon(self) -> None:
@@ -666,7 +711,7 @@ class Center:
         readings: dict[str, tuple[GpuInfo, ...]],
         cpus: dict[str, float],
         ending: set[str] | frozenset[str] = frozenset(),
-    ) -> tuple[list[Launch | Wait], bool]:
+    ) -> tuple[list[Launch | Wait | Preempt], bool]:
         pending = [r for r in self.store.tasks.values() if r.status is TaskStatus.PENDING]
         snapshot = Snapshot(
             gpus=self._gpu_states(readings),
@@ -679,11 +724,16 @@ class Center:
         relaunch = False
         for d in decisions:
             record = self.store.tasks[d.task_id]
+            if isinstance(d, Preempt):
+                self._preempt(record, d)
+                continue
             if isinstance(d, Wait) or d.task_id in ending:
                 why = d.reason if isinstance(d, Wait) else "its last attempt is still ending"
                 if record.attempt > 1 and record.attempt_reasons:  # a retry says so first
                     retry = retry_reason_line(record.attempt, record.attempts, record.attempt_reasons[-1])
                     why = f"{retry}; {why}"
+                if record.preempted_by:  # as does a preempted run
+                    why = f"preempted by {record.preempted_by}; {why}"
                 if record.wait_reason != why:
                     self._set(replace(record, wait_reason=why), save=False)
                 if not isinstance(d, Wait):
@@ -700,6 +750,8 @@ class Center:
                 first_mb_per_gpu=d.mb_per_gpu,
                 gpu_total_mb=min(totals, default=0),
                 phase="starting",
+                phase_at=self.clock(),
+                preempted_by="",
             )
             self._set(running)
             try:
@@ -721,6 +773,27 @@ class Center:
         self.store.save()
         return decisions, relaunch
 
+    def _preempt(self, record: TaskRecord, d: Preempt) -> None:
+        """Stop ``d.victims`` for ``record`` (state lock held): each becomes PREEMPTED and its supervisor is
+        told (a run stops at the end of its epoch, after a checkpoint; an analyzer closes at once)."""
+        for vid in d.victims:
+            victim = self.store.tasks.get(vid)
+            if victim is None or victim.status is not TaskStatus.RUNNING:
+                continue
+            stopped = preempted(victim, record.task_id, self.clock())
+            self._set(stopped, save=False)
+            how = "stops at the end of its epoch" if victim.kind is TaskKind.TRAIN else "closes now (idle)"
+            higher = f"priority {record.priority} > {victim.priority}"
+            self.log.write(f"{vid} preempted for {record.task_id} ({higher}): {how}")
+            try:
+                self.launcher.preempt(vid)
+            except Exception as e:  # its supervisor is gone: its end is reported or found on restart
+                log.exception("%s: preempt failed", vid)
+                self.log.write(f"{vid}: could not tell it to stop: {e}")
+            self._notify(stopped, final=False)
+        if record.wait_reason != d.reason:
+            self._set(replace(record, wait_reason=d.reason), save=False)
+
     # ------------------------------------------------------------------------------------------ restart
     def _reattach(self) -> None:
         """After a restart: runs whose supervisor lives on stay RUNNING (it reports to the new center);
@@ -731,6 +804,8 @@ class Center:
                 self.log.write(f"{record.task_id} re-attached")
                 if record.cancel_requested:
                     self.launcher.cancel(record.task_id)
+                elif record.status is TaskStatus.PREEMPTED:  # told again: the word may not have arrived
+                    self.launcher.preempt(record.task_id)
                 continue
             seg = _package_segment(record)  # read once: it says both whether and how the run ended
             if _never_started(record, seg):  # the cluster went away before its run began: it waits again
@@ -739,6 +814,10 @@ class Center:
                 self.log.write(
                     f"{record.task_id} back in the queue: its supervisor ended before the run began"
                 )
+                continue
+            if isinstance(seg, Segment) and seg.status == "preempted" and not record.cancel_requested:
+                self._set(back_in_queue(record, self._resume_point(record.task_id)), save=False)
+                self.log.write(f"{record.task_id} back in the queue: preempted (found after a restart)")
                 continue
             status, error = TaskStatus.FAILED, "its supervisor ended while the center was down"
             if isinstance(seg, Segment) and seg.status == "succeeded":
@@ -788,13 +867,14 @@ class Center:
             self.store.save()
         if record.status.is_terminal():  # its environment served its runs: nothing secret lingers
             if before is not None and not before.status.is_terminal():
-                self._notify_end(record)
+                self._notify(record)
             self.envs.drop(record.task_id)
 
-    def _notify_end(self, record: TaskRecord) -> None:
-        """Hand word of a training task's end to the notifier (its webhook: the run's own, else the
-        cluster's; its e-mail: the run's), then drop the run's notification settings. Never raises, never
-        waits: the notifier reads the metrics and sends in its thread."""
+    def _notify(self, record: TaskRecord, *, final: bool = True) -> None:
+        """Hand word of a training task's end (or, not ``final``, of its preemption) to the notifier (its
+        webhook: the run's own, else the cluster's; its e-mail: the run's); at its end, drop the run's
+        notification settings. Never raises, never waits: the notifier reads the metrics and sends in its
+        thread."""
         try:
             own = self.notify_store.get(record.task_id)
             webhook = own.webhook or self.notify_store.webhook
@@ -803,7 +883,7 @@ class Center:
                     Notice(
                         task_id=record.task_id,
                         status=str(record.status),
-                        reason=notice_reason(record.error),
+                        reason=notice_reason(record.error) if final else preempted_label(record),
                         error=record.error[:2000],
                         package=record.package,
                         name=record.name,
@@ -816,7 +896,8 @@ class Center:
             log.exception("%s: no notice", record.task_id)
             self.log.write(f"notify: no notice for {record.task_id}: {e}")
         finally:
-            self.notify_store.drop(record.task_id)
+            if final:
+                self.notify_store.drop(record.task_id)
 
     def close(self, wait_s: float = 10.0) -> None:
         """Give notices still being sent up to ``wait_s`` seconds (the center is going away)."""

@@ -129,10 +129,10 @@ class _Gauges:
             return
         tasks = list(center.store.tasks.values())
         self.pending.set(sum(r.status is TaskStatus.PENDING for r in tasks))
-        self.running.set(sum(r.status is TaskStatus.RUNNING for r in tasks))
+        self.running.set(sum(r.status.is_active() for r in tasks))
         reserved: dict[tuple[str, int], int] = {}
         for r in tasks:
-            if r.status is TaskStatus.RUNNING and r.node:
+            if r.status.is_active() and r.node:
                 for g in r.gpus:
                     reserved[(r.node, g)] = reserved.get((r.node, g), 0) + r.mb_per_gpu
         for (node, gpu), mb in reserved.items():

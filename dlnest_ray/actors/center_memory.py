@@ -21,6 +21,7 @@ from typing import Any
 from ..savepack.memory_history import Learned
 from ..scheduling.specs import DEFAULT_MEMORY_FRACTION, Holder, Placement
 from ..tasks import TaskRecord, TaskStatus
+from .center_preempt import holder
 
 __all__ = [
     "DEFAULT_SOURCE",
@@ -80,11 +81,10 @@ def held_mb(record: TaskRecord) -> int:
     return max(record.mb_per_gpu, record.peak_mb or 0)
 
 
-def holders_on(node: str, index: int, running: Iterable[TaskRecord]) -> tuple[Holder, ...]:
-    """The running tasks on GPU ``index`` of ``node`` and what each holds there."""
-    return tuple(
-        Holder(task_id=r.task_id, mb=held_mb(r)) for r in running if r.node == node and index in r.gpus
-    )
+def holders_on(node: str, index: int, running: Iterable[TaskRecord], now: float = 0.0) -> tuple[Holder, ...]:
+    """The active tasks on GPU ``index`` of ``node`` and what each holds there (with what preemption
+    needs to know of them, :func:`~.center_preempt.holder`; ``now`` tells an idle analyzer)."""
+    return tuple(holder(r, held_mb(r), now) for r in running if r.node == node and index in r.gpus)
 
 
 def with_peak(record: TaskRecord, peak_mb: int | None) -> TaskRecord:

@@ -46,6 +46,14 @@ class RayLauncher:
         except ValueError:  # its supervisor has ended already: nothing left to stop
             log.info("cancel of %s: its supervisor is gone", task_id)
 
+    def preempt(self, task_id: str) -> None:
+        import ray
+
+        try:
+            ray.get_actor(supervisor_name(task_id), namespace=NAMESPACE).preempt.remote()
+        except ValueError:  # its supervisor has ended already: its end is reported
+            log.info("preempt of %s: its supervisor is gone", task_id)
+
     def alive(self) -> set[str]:
         import ray
 

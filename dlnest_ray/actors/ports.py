@@ -28,6 +28,11 @@ class Launcher(Protocol):
     def cancel(self, task_id: str) -> None:
         """Ask the run to stop: graceful first, then forced; it reports CANCELLED when fully gone."""
 
+    def preempt(self, task_id: str) -> None:
+        """Ask the run to stop for a higher-priority task: a training run at the end of the epoch it is
+        in, after a checkpoint of it; an analyzer at once. It reports PREEMPTED once gone (or how it ended
+        meanwhile)."""
+
     def alive(self) -> set[str]:
         """Ids of runs whose supervisor still exists (used to re-attach after a center restart)."""
 
@@ -47,10 +52,11 @@ class DeviceSource(Protocol):
 
 @dataclass(kw_only=True)
 class FakeLauncher:
-    """Records launches and cancels; tests finish runs by calling the center themselves."""
+    """Records launches, cancels and preemptions; tests finish runs by calling the center themselves."""
 
     launched: list[TaskRecord] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
+    preempted: list[str] = field(default_factory=list)
     running: set[str] = field(default_factory=set)
     envs: dict[str, dict[str, str]] = field(default_factory=dict)  # the environment each launch got
 
@@ -61,6 +67,9 @@ class FakeLauncher:
 
     def cancel(self, task_id: str) -> None:
         self.cancelled.append(task_id)
+
+    def preempt(self, task_id: str) -> None:
+        self.preempted.append(task_id)
 
     def alive(self) -> set[str]:
         return set(self.running)

@@ -7,6 +7,10 @@ card, ray#48012, and ignores memory used by other processes), waits for them, an
 to the center — after every rank is gone and the placement group removed, so the reservation is
 released only when the GPUs really are free.
 
+Preempt: the ranks' preempt file is written; they stop at the end of the epoch they are in, after a
+checkpoint of it, and the supervisor reports PREEMPTED (no grace period: an epoch takes what it takes).
+A run preempted before its ranks started, and an analyzer, stop at once.
+
 Cancel: the ranks' stop file is written (they stop between steps, or at the next epoch under DDP,
 running ``train_aborting``/``after_all``); after a grace period the rank tasks are force-cancelled and
 their process groups killed. A run killed mid-save leaves its last valid checkpoint loadable (writes
@@ -31,10 +35,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
-from ..errors import RunStopped
+from ..errors import RunPreempted, RunStopped
 from ..linebuffer import read_prefixed
 from ..runenv import ENV_NAMES_VAR
-from ..savepack.layout import analyze_output_path, output_path, parse_pid_record, pid_file, stop_file
+from ..savepack.layout import (
+    analyze_output_path,
+    output_path,
+    parse_pid_record,
+    pid_file,
+    preempt_file,
+    stop_file,
+)
 from ..scheduling.specs import DEFAULT_MARGIN, Placement
 from ..tasks import TaskKind, TaskRecord, TaskStatus
 from .analyzer import output_prefix
@@ -152,6 +163,7 @@ class RunSupervisor:
         self.record = TaskRecord.from_json(record)
         self.user_env = dict(env or {})  # the submitter's environment: every rank gets it
         self._cancel = threading.Event()
+        self._preempt = threading.Event()
         self._state = "starting"
         self.grace_s = float(os.environ.get(GRACE_ENV, "20"))
         self.cpus = self.record.cpus_per_rank  # decided at submit: the policy counted these CPUs
@@ -161,6 +173,15 @@ class RunSupervisor:
 
     def cancel(self) -> None:
         self._cancel.set()
+
+    def preempt(self) -> None:
+        """Stop for a higher-priority task (module doc): the ranks' preempt file, which they look for at
+        the end of each epoch, is written now (it is removed when the supervisor ends)."""
+        self._preempt.set()
+        if self.record.kind is TaskKind.TRAIN:
+            marker = preempt_file(self.record.package, self.record.task_id)
+            marker.parent.mkdir(exist_ok=True)
+            marker.touch()
 
     def state(self) -> str:
         return self._state
@@ -182,7 +203,9 @@ class RunSupervisor:
         pg = None
         try:
             pg = self._placement_group()
-            if pg is None:
+            if pg is None and self._preempt.is_set() and not self._cancel.is_set():
+                status, error = TaskStatus.PREEMPTED, "preempted before it started"
+            elif pg is None:
                 status, error = TaskStatus.CANCELLED, "cancelled before it started"
             elif self.record.kind is TaskKind.ANALYZE:
                 status, error = self._run_analyzer(pg)
@@ -198,8 +221,9 @@ class RunSupervisor:
         finally:
             if pg is not None:
                 self._remove(pg)
-            with contextlib.suppress(FileNotFoundError):  # no stop was asked for: nothing to remove
-                stop_file(self.record.package, self.record.task_id).unlink()
+            for marker in (stop_file, preempt_file):  # no stop was asked for: nothing to remove
+                with contextlib.suppress(FileNotFoundError):
+                    marker(self.record.package, self.record.task_id).unlink()
         if reason in (WORKER_DIED, PG_LOST) and self._node_gone(wait_s=NODE_CHECK_S):
             reason = NODE_LOST  # the worker or the group went with its node
         tail = self._failure_tail(failing_rank) if status is not TaskStatus.SUCCEEDED else []
@@ -241,6 +265,8 @@ class RunSupervisor:
             while not ray.wait([ref], timeout=1.0)[0]:
                 if self._cancel.is_set():
                     return TaskStatus.CANCELLED, "deleted while loading"
+                if self._preempt.is_set():
+                    return TaskStatus.PREEMPTED, "preempted while loading"
             loaded = ray.get(ref)
             if loaded["error"]:
                 return TaskStatus.FAILED, f"loading failed: {loaded['error']}"
@@ -249,6 +275,8 @@ class RunSupervisor:
             while not ray.wait([ref], timeout=1.0)[0]:
                 if self._cancel.is_set():
                     return TaskStatus.SUCCEEDED, ""
+                if self._preempt.is_set():
+                    return TaskStatus.PREEMPTED, "preempted while idle"
             ray.get(ref)
             return TaskStatus.FAILED, "the analyzer closed by itself"
         except ray.exceptions.RayActorError as e:
@@ -285,7 +313,7 @@ class RunSupervisor:
         self._set_state("waiting for resources")
         tries = 0
         while True:  # Ray frees a removed group's resources a little after removal: wait, cancellable
-            if self._cancel.is_set():
+            if self._cancel.is_set() or self._preempt.is_set():
                 self._remove(pg)
                 return None
             with contextlib.suppress(ray.exceptions.GetTimeoutError):  # not placed yet: ask again
@@ -391,7 +419,7 @@ class RunSupervisor:
 
         rank_of = {ref: r for r, ref in enumerate(refs)}
         pending = list(refs)
-        error, failing, stopped, reason = "", 0, False, ""
+        error, failing, stopped, reason, preempted = "", 0, False, "", ""
         while pending:
             if self._cancel.is_set() or error:
                 self._stop(pending)
@@ -403,6 +431,9 @@ class RunSupervisor:
                     ray.get(ref)
                 except ray.exceptions.RayTaskError as e:
                     cause = task_error_cause(e)
+                    if isinstance(cause, RunPreempted):  # it stopped at an epoch's end, as asked
+                        preempted = str(cause)
+                        continue
                     if isinstance(cause, RunStopped):  # it stopped as asked (del, down --force)
                         stopped = True
                         continue
@@ -421,6 +452,8 @@ class RunSupervisor:
             return TaskStatus.CANCELLED, "deleted while running", failing, ""
         if error:
             return TaskStatus.FAILED, error, failing, reason
+        if preempted:
+            return TaskStatus.PREEMPTED, preempted, 0, ""
         return TaskStatus.SUCCEEDED, "", 0, ""
 
     def _node_gone(self, wait_s: float) -> bool:

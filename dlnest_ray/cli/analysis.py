@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ..actors.center_preempt import checked_priority
 from ..actors.jobs import JobState
 from ..errors import DlnestError
 from ..tasks import TaskStatus
 from .cluster import connect_client
-from .options import AddressOpt, EnvOpt, NoEnvOpt, parse_memory
+from .options import AddressOpt, EnvOpt, NoEnvOpt, PriorityOpt, parse_memory
 from .tables import print_json
 
 if TYPE_CHECKING:
@@ -99,19 +100,22 @@ def analyze(
     ] = None,
     env: EnvOpt = None,
     no_env: NoEnvOpt = False,
+    priority: PriorityOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
     address: AddressOpt = None,
 ) -> None:
     """Start an analyzer: a warm process on the cluster that loads PACKAGE once (copied code, dataset,
     model, checkpoint) and then runs `dlnest-ray exp SCRIPT` calls against it, each in milliseconds.
 
-    It is queued like a training run and holds its GPU memory until `dlnest-ray del A_ID`.
+    It is queued like a training run and holds its GPU memory until `dlnest-ray del A_ID`; a run of
+    higher --priority preempts it only once it has been idle (no script) for two minutes.
     With --script, load the package here, run that one script's experience(self), and exit.
     """
     if script is not None:
-        if memory is not None or as_json or env or no_env:
+        if memory is not None or as_json or env or no_env or priority is not None:
             raise DlnestError(
-                "--memory, --env, --no-env and --json are for a queued analyzer; --script runs here"
+                "--memory, --env, --no-env, --priority and --json are for a queued analyzer; "
+                "--script runs here"
             )
         from .foreground import analyze_once
 
@@ -121,6 +125,7 @@ def analyze(
 
     extra = parse_env_options(env or [])
     memory_mb = parse_memory(memory)  # a bad value is one line before any connection
+    level = 0 if priority is None else checked_priority(priority)
     client = connect_client(address, create=True)
     task_id = client.analyze(
         str(package.expanduser().resolve()),
@@ -130,6 +135,7 @@ def analyze(
         placement="cpu" if cpu else "gpu",
         env=extra,
         capture_env=not no_env,
+        priority=level,
     )
     remember_analyzer(task_id)
     task = client.task(task_id)

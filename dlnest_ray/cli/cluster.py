@@ -362,7 +362,7 @@ def _drain(client: Client, force: bool, limit_s: float) -> list[str]:
     """Refuse (runs running, no --force), or drain the center — nothing launches from now on, so a run
     waiting for a GPU that a cancel frees stays queued — cancel the running tasks (--force) and wait for
     their end; returns those still running."""
-    running = [t.task_id for t in client.get_task_info() if t.status is TaskStatus.RUNNING]
+    running = [t.task_id for t in client.get_task_info() if t.status.is_active()]
     if running and not force:
         raise DlnestError(
             f"{len(running)} task(s) running ({', '.join(running)}): wait for them, delete them with "
@@ -375,7 +375,7 @@ def _drain(client: Client, force: bool, limit_s: float) -> list[str]:
     deadline = time.monotonic() + limit_s
     while True:
         status = {t.task_id: t.status for t in client.get_task_info(include_finished=True)}
-        left = [t for t in running if status.get(t) is TaskStatus.RUNNING]
+        left = [t for t in running if (s := status.get(t)) is not None and s.is_active()]
         if not left or time.monotonic() > deadline:
             back = [t for t in running if status.get(t) is TaskStatus.PENDING]
             if back:

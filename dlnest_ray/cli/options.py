@@ -86,3 +86,18 @@ def parse_memory(value: str | int | None) -> int | None:
     if mb <= 0:
         raise DlnestError(f"--memory must be a positive number of MB or auto (got {mb})")
     return mb
+
+
+PriorityOpt = Annotated[
+    str | None,  # checked by checked_priority: a bad value is one error line (exit 1), not a usage error
+    typer.Option(
+        "--priority",
+        metavar="P",
+        help="Priority (an integer, default 0): higher runs first and, when it fits nowhere, may preempt "
+        "runs of lower priority (they stop at the end of an epoch, after a checkpoint, and resume later).",
+        show_default=False,
+    ),
+]
+NoPreemptOpt = Annotated[
+    bool, typer.Option("--no-preempt", help="Never preempt this run for one of higher priority.")
+]

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ..actors.center_preempt import checked_priority
 from ..actors.center_retries import checked_retries
 from ..errors import DlnestError
 from ..runenv import parse_env_options
@@ -30,7 +31,9 @@ from .options import (
     JsonOpt,
     NameByDescOpt,
     NoEnvOpt,
+    NoPreemptOpt,
     NoSaveOpt,
+    PriorityOpt,
     parse_memory,
 )
 from .tables import (
@@ -88,6 +91,8 @@ class QueueOptions:
     env: list[str] | None = None
     no_env: bool = False
     retries: str | int | None = None  # ``--retries`` as given (see submit)
+    priority: str | int | None = None  # ``--priority`` as given (see submit)
+    no_preempt: bool = False
     as_json: bool = False
     address: str | None = None
 
@@ -111,6 +116,7 @@ class QueueOptions:
         placement = self.placement
         memory_mb = self.memory_mb
         retries = None if self.retries is None else checked_retries(self.retries)
+        priority = 0 if self.priority is None else checked_priority(self.priority)
         extra = parse_env_options(self.env or [])
         client = connect_client(self.address, create=True)
         task_id = send(
@@ -121,6 +127,8 @@ class QueueOptions:
             env=extra,
             capture_env=not self.no_env,
             retries=retries,
+            priority=priority,
+            no_preempt=self.no_preempt,
         )
         _report_submitted(client, task_id, self.as_json)
 
@@ -136,6 +144,8 @@ _QUEUE_PARAMETERS = [
         ("env", None, EnvOpt),
         ("no_env", False, NoEnvOpt),
         ("retries", None, RetriesOpt),
+        ("priority", None, PriorityOpt),
+        ("no_preempt", False, NoPreemptOpt),
         ("as_json", False, JsonOpt),
         ("address", None, AddressOpt),
     )

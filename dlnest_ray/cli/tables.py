@@ -40,6 +40,7 @@ STATUS_STYLE = {
     TaskStatus.SUCCEEDED: "green",
     TaskStatus.FAILED: "red",
     TaskStatus.CANCELLED: "magenta",
+    TaskStatus.PREEMPTED: "bright_yellow",
 }
 
 
@@ -98,6 +99,8 @@ def _note(task: Mapping[str, Any]) -> str:
     status = row_status(task)
     if status is TaskStatus.PENDING:
         return str(task.get("wait_reason") or "")
+    if status is TaskStatus.PREEMPTED:
+        return "stopping at the end of its epoch, then back in the queue"
     if status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
         return str(task.get("error") or "")
     return ""
@@ -121,10 +124,17 @@ _NOT_STARTED_PHASES = ("starting", "waiting for resources")  # "": a record from
 
 def _phase_note(task: Mapping[str, Any]) -> str:
     """A running task that is not running yet (or any more) says so: its supervisor's phase; a retried
-    one, its attempt (:func:`attempt_text`)."""
+    one, its attempt (:func:`attempt_text`); a preempted one, for what (``(preempted by T_0012)``); one
+    of another priority than 0, its priority."""
     phase = task.get("phase") or ""
     retry = attempt_text(task)
     retry = f" · {retry}" if retry else ""
+    by = task.get("preempted_by") or ""
+    if by and row_status(task) in (TaskStatus.PENDING, TaskStatus.PREEMPTED):
+        retry = f" (preempted by {by})" + retry
+    priority = task.get("priority")
+    if isinstance(priority, int) and priority != 0:
+        retry += f" · priority {priority}"
     if task.get("cancelling"):
         return " (stopping)" + retry
     running = row_status(task) is TaskStatus.RUNNING and phase and phase != "running"

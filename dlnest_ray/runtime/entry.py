@@ -12,14 +12,14 @@ import os
 from collections.abc import Callable
 
 from ..atomic import atomic_write_bytes
-from ..errors import RunStopped
+from ..errors import RunPreempted, RunStopped
 
 # Where a rank's stop request and process group live in the package: owned by the package layout, and
 # re-exported here under the names the run supervisor imports.
-from ..savepack.layout import RUN_DIR, pid_file, pid_record, stop_file
+from ..savepack.layout import RUN_DIR, pid_file, pid_record, preempt_file, stop_file
 from ..scheduling.specs import DEFAULT_MARGIN
 
-__all__ = ["RUN_DIR", "pid_file", "run_rank", "stop_file"]
+__all__ = ["RUN_DIR", "pid_file", "preempt_file", "run_rank", "stop_file"]
 
 
 def run_rank(
@@ -47,7 +47,7 @@ def run_rank(
     segment."""
     import torch
 
-    from .trainer import StopRequested, TrainOptions, train
+    from .trainer import PreemptRequested, StopRequested, TrainOptions, train
 
     # A reused worker keeps the thread count of whatever first imported torch in it: set it per rank.
     torch.set_num_threads(max(1, threads))
@@ -68,6 +68,7 @@ def run_rank(
                 cpu=cpu,
                 description=description,
                 stop_file=str(stop_file(package, task_id)),
+                preempt_file=str(preempt_file(package, task_id)),
                 task_id=task_id,
                 memory_cap_mb=memory_cap_mb,
                 memory_margin=memory_margin,
@@ -77,5 +78,7 @@ def run_rank(
             ),
         )
         return {"finished_epoch": result.finished_epoch}
+    except PreemptRequested as e:
+        raise RunPreempted(str(e) or "preempted") from None
     except StopRequested as e:
         raise RunStopped(str(e) or "stopped by request") from None

@@ -19,6 +19,7 @@ from .output import ConsoleSink
 from .status import EnvType, RunningStatus
 
 __all__ = [
+    "PreemptRequested",
     "StopCheck",
     "StopRequested",
     "TrainObserver",
@@ -54,6 +55,9 @@ class TrainOptions:
     async_checkpoints: bool = True
     description: str = ""
     stop_file: str | None = None  # when this file exists, the run stops as if interrupted (dlnest-ray del)
+    # when this file exists, the run is preempted: at the end of the epoch it is in, it saves a checkpoint
+    # (pinned: kept until the run has resumed past it) and stops with PreemptRequested
+    preempt_file: str | None = None
     task_id: str | None = None  # the queued task this run belongs to, recorded in its segment
     # GPU memory (runtime.memory): this rank's reservation on its GPU when it starts, enforced as a cap
     # (None: no cap); ``memory_report(epoch, peak_mb)`` is called on every rank after each epoch has ended
@@ -73,14 +77,20 @@ class StopRequested(KeyboardInterrupt):
     down, its message says where it stopped (``stopped at epoch 2 by request; checkpoint 1 kept``)."""
 
 
+class PreemptRequested(StopRequested):
+    """The run was preempted (its preempt file appeared) and stopped at an epoch boundary, after saving
+    a checkpoint of that epoch (``preempted after epoch 2; checkpoint 3 kept``)."""
+
+
 class StopCheck:
     """Looks for the stop file: between steps at most twice a second in a single process; under DDP only
     at epoch starts, agreed by all ranks (a rank that stopped alone would hang its peers' collectives)."""
 
     INTERVAL_S = 0.5
 
-    def __init__(self, path: str | None, status: RunningStatus) -> None:
+    def __init__(self, path: str | None, status: RunningStatus, preempt_path: str | None = None) -> None:
         self.path = path
+        self.preempt_path = preempt_path
         self.ddp = status.env is EnvType.DDP
         self.status = status
         self._next = 0.0
@@ -107,6 +117,21 @@ class StopCheck:
             flag = bool(t.item())
         if flag:
             raise StopRequested(f"stop requested ({self.path})")
+
+    def preempt_due(self) -> bool:
+        """Whether the run is preempted (its preempt file exists); under DDP agreed by all ranks, so every
+        rank must call this at the same point of an epoch."""
+        if self.preempt_path is None:
+            return False
+        flag = os.path.exists(self.preempt_path)
+        if self.ddp:
+            import torch
+            import torch.distributed as tdist
+
+            t = torch.tensor([1.0 if flag else 0.0], device=self.status.device)
+            tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+            flag = bool(t.item())
+        return flag
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -17,7 +17,11 @@ window then starts anew. The segment records the cap at its start (``reserved_mb
 A user exception anywhere ends the run: ``train_aborting`` prints the traceback into the output,
 ``after_all`` still runs, pending checkpoint writes finish, the process group is destroyed, and
 :class:`~dlnest_ray.errors.TrainingFailed` is raised. A requested stop (:class:`StopRequested`) ends
-with one line saying where it stopped.
+with one line saying where it stopped. A preempted run (its preempt file appeared) finishes the epoch it
+is in, saves a checkpoint of it even if ``need_save_model`` would not have (pinned: kept out of the tracks'
+eviction until the run has resumed past it), and — unless ``need_continue_train`` ends the run there
+anyway — stops with :class:`PreemptRequested`. The checkpoint is taken where any epoch's is, so resuming
+from it continues exactly as the uninterrupted run would have.
 
 User code gets its own copy of the merged config (``args``); dlnest-ray reads its settings from its
 copy, so code that changes or replaces ``args`` cannot change what dlnest-ray does.
@@ -60,6 +64,7 @@ from .distributed import (
 )
 from .loader import load_user_classes
 from .loop_parts import (
+    PreemptRequested,
     StopCheck,
     StopRequested,
     TrainObserver,
@@ -78,7 +83,15 @@ from .output import OutputTee
 from .status import EnvType, Phase, RunningStatus
 from .tensorboard import EpochScalars
 
-__all__ = ["StopRequested", "TrainObserver", "TrainOptions", "TrainResult", "move_to_device", "train"]
+__all__ = [
+    "PreemptRequested",
+    "StopRequested",
+    "TrainObserver",
+    "TrainOptions",
+    "TrainResult",
+    "move_to_device",
+    "train",
+]
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +139,7 @@ class Trainer:
         self.meter: MemoryMeter | None = None  # this rank's GPU memory (None on a plain CPU run)
         self.run_peak: int | None = None  # the largest peak measured in this segment (all ranks)
         self.failure_line: str | None = None  # the out-of-memory line the run fails with
+        self.preempting = False  # the run was preempted: this epoch's checkpoint is forced, then it stops
 
     # ------------------------------------------------------------------------------------ lifecycle
     def run(self) -> TrainResult:
@@ -194,12 +208,14 @@ class Trainer:
         if skipped(lc.before_train()):
             lc.after_train()
             return
-        stop = StopCheck(self.opts.stop_file, st)
+        stop = StopCheck(self.opts.stop_file, st, self.opts.preempt_file)
         while True:
             stop.epoch()
             self._one_epoch(c, stop)
             if not lc.need_continue_train(c.finished_epoch, c.log, self.user_args):
                 break
+            if self.preempting:
+                raise PreemptRequested(f"preempted ({self.opts.preempt_file})")
             st.epoch = c.finished_epoch + 1
         lc.after_train()
         self.plugins.train_finished(c.log)
@@ -232,6 +248,7 @@ class Trainer:
             self._train_epoch(c, stop)
             if self.meter is not None:
                 self.meter.after_training(c.finished_epoch)  # a fake meter allocates here
+            self.preempting = self.preempting or stop.preempt_due()  # every rank, at the same point
             self._maybe_validate(c)
             self._maybe_save(c)
             peak = self._epoch_peak()
@@ -286,20 +303,23 @@ class Trainer:
         lc.after_validation()
 
     def _maybe_save(self, c: Components) -> None:
-        """``before_save_model`` every epoch; a checkpoint when ``need_save_model`` says so (rank 0
-        writes, the others wait until it has captured the state); ``after_save_model``."""
+        """``before_save_model`` every epoch; a checkpoint when ``need_save_model`` says so — or the run is
+        being preempted (then pinned, and written before the run stops) — (rank 0 writes, the others wait
+        until it has captured the state); ``after_save_model``."""
         lc, st, epoch = c.life_cycle, self.status, c.finished_epoch
         st.phase = Phase.WAITING
         barrier(st)
-        if not skipped(lc.before_save_model()) and lc.need_save_model(epoch, c.log, self.user_args):
-            hold = bool(lc.hold_this_checkpoint(epoch, c.log, self.user_args))
+        wanted = not skipped(lc.before_save_model()) and lc.need_save_model(epoch, c.log, self.user_args)
+        if wanted or self.preempting:
+            hold = bool(wanted and lc.hold_this_checkpoint(epoch, c.log, self.user_args))
             if st.is_main:
                 self.last_ckpt = self.pkg.save_checkpoint(
                     checkpoint_state(c, seed=self.seed, rng=capture_rng()),
                     hold=hold,
                     epoch=epoch,
                     step=c.global_step,
-                    wait=not self.opts.async_checkpoints,
+                    wait=self.preempting or not self.opts.async_checkpoints,
+                    pin=self.preempting,
                 )
             barrier(st)  # every rank waits until rank 0 has captured the state
         lc.after_save_model()
@@ -445,6 +465,8 @@ class Trainer:
         outcome = (
             "succeeded"
             if failure is None
+            else "preempted"
+            if isinstance(failure, PreemptRequested)
             else "interrupted"
             if isinstance(failure, KeyboardInterrupt)
             else "failed"
@@ -483,6 +505,11 @@ class Trainer:
         if self.status.is_main:
             ids = self.pkg.checkpoint_ids()  # pending writes were flushed: these are durable
             kept = f"checkpoint {ids[-1]} kept" if ids else "no checkpoint kept"
+        if isinstance(stop, PreemptRequested):
+            done = self.comps.finished_epoch if self.comps else -1
+            line = f"preempted after epoch {done}; {kept}"
+            print(f"[dlnest-ray] {line}", flush=True)
+            return PreemptRequested(line)
         line = f"{how} at epoch {self.status.epoch} by request; {kept}"
         print(f"[dlnest-ray] {line}", flush=True)
         return StopRequested(line) if isinstance(stop, StopRequested) else stop

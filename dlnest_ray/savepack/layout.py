@@ -66,6 +66,7 @@ __all__ = [
     "parse_pid_record",
     "pid_file",
     "pid_record",
+    "preempt_file",
     "run_dir",
     "scripts_dir",
     "stop_file",
@@ -192,6 +193,12 @@ def run_dir(package: Where) -> Path:
 def stop_file(package: Where, task_id: str) -> Path:
     """The file whose existence asks queued task ``task_id``'s ranks to stop (``dlnest-ray del``)."""
     return run_dir(package) / f"{task_id}.stop"
+
+
+def preempt_file(package: Where, task_id: str) -> Path:
+    """The file whose existence preempts task ``task_id``: its ranks stop at the end of the epoch they
+    are in, after a checkpoint of it."""
+    return run_dir(package) / f"{task_id}.preempt"
 
 
 def pid_file(package: Where, task_id: str, rank: int) -> Path:

@@ -251,8 +251,10 @@ class SavePackage:
         epoch: int | None = None,
         step: int | None = None,
         wait: bool = True,
+        pin: bool = False,
     ) -> int:
-        """Save ``state_dict`` as the next checkpoint and apply the track rules; returns its id.
+        """Save ``state_dict`` as the next checkpoint and apply the track rules; returns its id. With
+        ``pin`` it is kept until the next save whatever the tracks evict (a preempted run's checkpoint).
 
         With ``wait=False`` the state is snapshotted now and written by a background thread; call
         :meth:`flush` (or the next save) to wait for it and see any error.
@@ -261,7 +263,7 @@ class SavePackage:
         assert self._limits is not None
         self._writer.wait()
         with self._lock:
-            adm = admit(self._tracks, self._limits, hold=hold)
+            adm = admit(self._tracks, self._limits, hold=hold, pin=pin)
             self._tracks = adm.state
         # The previous snapshot's buffers are free (its write finished above): copy into them.
         snap = self._last_snapshot = snapshot(state_dict, self._last_snapshot)

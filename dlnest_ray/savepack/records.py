@@ -52,7 +52,16 @@ log = logging.getLogger(__name__)
 MANIFEST_VERSION = 1  # what this code writes
 DLNEST_VERSION = 0  # a manifest without a "version" key: DLNest's
 # Keys of the manifest that are about checkpoints; the others are the package's metadata (``meta``).
-TRACK_KEYS = ("version", "prefix", "ckpt_fast", "ckpt_slow", "ckpt_consistent", "next_ckpt_id", "checkpoints")
+TRACK_KEYS = (
+    "version",
+    "prefix",
+    "ckpt_fast",
+    "ckpt_slow",
+    "ckpt_consistent",
+    "ckpt_pinned",
+    "next_ckpt_id",
+    "checkpoints",
+)
 
 
 # ------------------------------------------------------------------------------------------- checkpoints
@@ -217,6 +226,7 @@ class Manifest:
     ckpt_fast: tuple[int, ...] = ()
     ckpt_slow: tuple[int, ...] = ()
     ckpt_consistent: tuple[int, ...] = ()
+    ckpt_pinned: tuple[int, ...] = ()  # kept until the next save: a preempted run's last checkpoint
     next_ckpt_id: int | None = None
     checkpoints: dict[int, CheckpointRecord] | None = None
     segments: tuple[Segment, ...] = ()
@@ -263,12 +273,16 @@ class Manifest:
             known = self.checkpoints if self.checkpoints is not None else self.tracks_held()
             next_id = max(known, default=-1) + 1
         return TrackState(
-            fast=self.ckpt_fast, slow=self.ckpt_slow, consistent=self.ckpt_consistent, next_id=next_id
+            fast=self.ckpt_fast,
+            slow=self.ckpt_slow,
+            consistent=self.ckpt_consistent,
+            next_id=next_id,
+            pinned=self.ckpt_pinned,
         )
 
     def tracks_held(self) -> frozenset[int]:
-        """Every id some track holds."""
-        return frozenset({*self.ckpt_fast, *self.ckpt_slow, *self.ckpt_consistent})
+        """Every id some track holds (or that is pinned)."""
+        return frozenset({*self.ckpt_fast, *self.ckpt_slow, *self.ckpt_consistent, *self.ckpt_pinned})
 
     def with_tracks(self, state: TrackState) -> Manifest:
         return replace(
@@ -276,6 +290,7 @@ class Manifest:
             ckpt_fast=state.fast,
             ckpt_slow=state.slow,
             ckpt_consistent=state.consistent,
+            ckpt_pinned=state.pinned,
             next_ckpt_id=state.next_id,
         )
 
@@ -295,6 +310,8 @@ class Manifest:
             ckpt_consistent=list(self.ckpt_consistent),
             segments=[s.to_json() for s in self.segments],
         )
+        if self.ckpt_pinned:  # only while a preempted run waits: DLNest's readers never see it otherwise
+            out["ckpt_pinned"] = list(self.ckpt_pinned)
         if self.next_ckpt_id is not None:
             out["next_ckpt_id"] = self.next_ckpt_id
         if self.checkpoints is not None:
@@ -349,6 +366,7 @@ class Manifest:
             ckpt_fast=checkpoint_ids(raw, "ckpt_fast"),
             ckpt_slow=checkpoint_ids(raw, "ckpt_slow"),
             ckpt_consistent=checkpoint_ids(raw, "ckpt_consistent"),
+            ckpt_pinned=checkpoint_ids(raw, "ckpt_pinned"),
             next_ckpt_id=next_id,
             checkpoints=checkpoints,
             segments=tuple(segments),

@@ -24,19 +24,52 @@ Rules:
   it could use), so younger tasks cannot keep taking them. One reservation at a time, as in EASY
   backfilling: starving tasks are served oldest first while the other GPUs keep backfilling.
 * Disabled GPUs are never chosen. Every waiting task gets a reason a person can act on.
+* Priorities: pending tasks are served highest priority first (submit order within a priority). A GPU
+  task that fits nowhere may *preempt*: when stopping running tasks of one node whose priority is
+  strictly lower and that may be preempted (``Holder.preemptible``) would let it fit there, the policy
+  returns :class:`Preempt` with the fewest such victims (then the most recently started). The task
+  waits while they stop, and the GPUs it will take are held for it, so nothing of lower priority takes
+  the memory being freed. CPU tasks neither preempt nor count as victims (they hold no GPU).
 
 :func:`infeasible` says, at submit time, when no GPU layout could ever satisfy a request.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from .specs import Decision, GpuState, Holder, Launch, NodeCpus, Placement, Settings, Snapshot, TaskSpec, Wait
+from .specs import (
+    Decision,
+    GpuState,
+    Holder,
+    Launch,
+    NodeCpus,
+    Placement,
+    Preempt,
+    Settings,
+    Snapshot,
+    TaskSpec,
+    Wait,
+)
 
 __all__ = ["DRAINING_REASON", "decide", "infeasible"]
 
 DRAINING_REASON = "dlnest-ray is going down (`dlnest-ray down`): it starts after the next `up`"
+MAX_PREEMPT_TRIES = 2000  # victim sets tried per node and task: bounds a pass on a crowded node
+
+
+@dataclass(frozen=True)
+class _Victim:
+    """A running task that could be preempted: where it holds memory (GPU positions) and how much."""
+
+    task_id: str
+    node: str
+    positions: tuple[int, ...]
+    mb: int
+    cpus: float
+    started_at: float
 
 
 def _cpus(n: float) -> str:
@@ -154,12 +187,20 @@ class _Pool:
         return any(len(top) >= k and top[k - 1] >= need for top in self._tops)
 
     def fit(
-        self, task: TaskSpec, k: int, *, ignore_load: bool = False, ignore_cpus: bool = False
+        self,
+        task: TaskSpec,
+        k: int,
+        *,
+        ignore_load: bool = False,
+        ignore_cpus: bool = False,
+        only_node: str | None = None,
     ) -> tuple[str, list[int], int] | None:
         """Best-fit k distinct GPUs of one node for ``task``: (node, positions, MB each), or None. A node
         without the CPUs for the task's ranks is skipped, unless ``ignore_cpus`` or ``ignore_load``."""
         best: tuple[int, str, list[int], int] | None = None
         for node, positions in self.by_node.items():
+            if only_node is not None and node != only_node:
+                continue
             if not (ignore_load or ignore_cpus or self.cpus_fit(node, task.cpus_on(k))):
                 continue
             cands: list[tuple[int, int, int]] = []
@@ -202,6 +243,53 @@ class _Pool:
             if found is not None:
                 return found
         return None
+
+    def place_without(self, task: TaskSpec, victims: Sequence[_Victim], node: str) -> list[int] | None:
+        """Where ``task`` would go on ``node`` were ``victims`` (all on ``node``) gone: GPU positions, or
+        None. The pool is left as it was."""
+        saved = (list(self.usable), list(self.tasks), list(self.is_open), dict(self.cpus))
+        for v in victims:
+            for i in v.positions:
+                self.usable[i] += v.mb
+                self.tasks[i] -= 1
+            if node in self.cpus:
+                self.cpus[node] += v.cpus
+        for i in self.by_node[node]:
+            self.is_open[i] = self._compute_open(i)
+        self.version += 1
+        try:
+            for k in self.counts(task):
+                found = self.fit(task, k, only_node=node)
+                if found is not None:
+                    return found[1]
+            return None
+        finally:
+            self.usable, self.tasks, self.is_open, self.cpus = saved[0], saved[1], saved[2], saved[3]
+            self.version += 1
+
+    def victims_on(self, node: str, below: int, taken: set[str]) -> list[_Victim]:
+        """Running tasks on ``node`` that may be preempted for a task of priority ``below`` (strictly
+        lower priority, preemptible, not already stopping or chosen in this pass), most recent first."""
+        found: dict[str, tuple[Holder, list[int]]] = {}
+        for i in self.by_node[node]:
+            for h in self.gpus[i].holders:
+                if h.preemptible and h.priority < below and not h.stopping_for and h.task_id not in taken:
+                    found.setdefault(h.task_id, (h, []))[1].append(i)
+        out = [_Victim(h.task_id, node, tuple(pos), h.mb, h.cpus, h.started_at) for h, pos in found.values()]
+        out.sort(key=lambda v: (-v.started_at, v.task_id))
+        return out
+
+    def stopping_for(self, task_id: str) -> dict[str, list[_Victim]]:
+        """Tasks already preempted for ``task_id`` and still stopping, per node."""
+        found: dict[tuple[str, str], tuple[Holder, list[int]]] = {}
+        for i, g in enumerate(self.gpus):
+            for h in g.holders:
+                if h.stopping_for == task_id:
+                    found.setdefault((g.node, h.task_id), (h, []))[1].append(i)
+        out: dict[str, list[_Victim]] = {}
+        for (node, _), (h, pos) in found.items():
+            out.setdefault(node, []).append(_Victim(h.task_id, node, tuple(pos), h.mb, h.cpus, h.started_at))
+        return out
 
     def explain_cpus(self, task: TaskSpec) -> str | None:
         """When GPU memory alone would fit but the node's CPUs do not: that reason, else None."""
@@ -291,14 +379,51 @@ class _Pool:
         )
 
 
+def _names(ids: Sequence[str]) -> str:
+    return ids[0] if len(ids) == 1 else f"{', '.join(ids[:-1])} and {ids[-1]}"
+
+
+def _preemption(pool: _Pool, task: TaskSpec, taken: set[str]) -> tuple[str, list[_Victim], list[int]] | None:
+    """The fewest strictly lower-priority running tasks of one node whose stop would let ``task`` fit
+    (then the most recently started): (node, victims, the GPU positions ``task`` would take), or None."""
+    best: tuple[tuple[int, tuple[float, ...], str], str, list[_Victim], list[int]] | None = None
+    for node in sorted(pool.by_node):
+        cands = pool.victims_on(node, task.priority, taken)
+        if not cands or pool.place_without(task, cands, node) is None:
+            continue  # not even all of them would make room here
+        tries = 0
+        for size in range(1, len(cands) + 1):
+            if best is not None and size > best[0][0]:
+                break
+            hit = None
+            for combo in itertools.combinations(cands, size):  # most recently started come first
+                tries += 1
+                if tries > MAX_PREEMPT_TRIES:
+                    combo = tuple(cands)  # too many to try: all of them (they are known to make room)
+                positions = pool.place_without(task, combo, node)
+                if positions is not None:
+                    hit = (list(combo), positions)
+                    break
+                if tries > MAX_PREEMPT_TRIES:
+                    break
+            if hit is not None:
+                key = (len(hit[0]), tuple(-v.started_at for v in hit[0]), node)
+                if best is None or key < best[0]:
+                    best = (key, node, hit[0], hit[1])
+                break
+    return None if best is None else (best[1], best[2], best[3])
+
+
 def decide(pending: Sequence[TaskSpec], snapshot: Snapshot) -> list[Decision]:
-    """One decision per pending task, in submit order; launches within the pass see each other."""
+    """One decision per pending task, highest priority first (submit order within a priority);
+    launches and preemptions within the pass see each other."""
     if snapshot.draining:
         return [Wait(task_id=t.task_id, reason=DRAINING_REASON) for t in pending]
     pool = _Pool(snapshot.gpus, snapshot.settings, snapshot.cpus)
-    failed: dict[tuple[Placement, int | None, int | None, float], tuple[int, str]] = {}
+    failed: dict[tuple[Placement, int | None, int | None, float, int], tuple[int, str]] = {}
     out: list[Decision] = []
-    for task in pending:
+    taken: set[str] = set()  # victims chosen in this pass
+    for task in sorted(pending, key=lambda t: -t.priority):  # stable: submit order within a priority
         if task.placement is Placement.CPU:
             need = task.cpus_on(1)
             node, fits = pool.cpu_node(need)
@@ -311,7 +436,7 @@ def decide(pending: Sequence[TaskSpec], snapshot: Snapshot) -> list[Decision]:
                 out.append(Wait(task_id=task.task_id, reason=why))
             continue
         starving = snapshot.now - task.submitted_at > snapshot.settings.starvation_s
-        key = (task.placement, task.memory_mb, task.gpus, task.cpus_per_rank)
+        key = (task.placement, task.memory_mb, task.gpus, task.cpus_per_rank, task.priority)
         cached = failed.get(key)
         # a starving task only differs from its twins when it may still take the one reservation
         if cached is not None and cached[0] == pool.version and (not starving or pool.held_for):
@@ -326,6 +451,29 @@ def decide(pending: Sequence[TaskSpec], snapshot: Snapshot) -> list[Decision]:
             out.append(Launch(task_id=task.task_id, node=node, gpus=gpus, mb_per_gpu=mb))
             continue
         reason = pool.explain_cpus(task) or pool.explain(task)
+        stopping = pool.stopping_for(task.task_id)
+        waits_for = next(
+            ((n, vs, pos) for n, vs in sorted(stopping.items()) if (pos := pool.place_without(task, vs, n))),
+            None,
+        )
+        if waits_for is not None:  # preempted for it earlier: their share is its once they have stopped
+            node, victims, positions = waits_for
+            pool.hold(positions, task.task_id)
+            ids = [v.task_id for v in victims]
+            whose = "its" if len(ids) == 1 else "their"
+            why = f"waiting for {_names(ids)} to stop at the end of {whose} epoch"
+            out.append(Wait(task_id=task.task_id, reason=f"{why} (preempted for it)"))
+            continue
+        if any(h.priority < task.priority for g in pool.gpus for h in g.holders):
+            chosen = _preemption(pool, task, taken)
+            if chosen is not None:
+                node, chosen_victims, positions = chosen
+                names = [v.task_id for v in chosen_victims]
+                taken.update(names)
+                pool.hold(positions, task.task_id)
+                why = f"preempting {_names(names)} (lower priority) on {node}: stopping at an epoch end"
+                out.append(Preempt(task_id=task.task_id, node=node, victims=tuple(names), reason=why))
+                continue
         if not starving or pool.held_for:  # only the oldest starving task holds GPUs (EASY backfilling)
             failed[key] = (pool.version, reason)
             out.append(Wait(task_id=task.task_id, reason=reason))

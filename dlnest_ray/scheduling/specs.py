@@ -12,6 +12,7 @@ __all__ = [
     "Launch",
     "NodeCpus",
     "Placement",
+    "Preempt",
     "Settings",
     "Snapshot",
     "TaskSpec",
@@ -50,6 +51,7 @@ class TaskSpec:
     gpus: int | None = None
     submitted_at: float = 0.0
     cpus_per_rank: float = 1.0
+    priority: int = 0  # served higher first; may preempt strictly lower-priority holders
 
     def __post_init__(self) -> None:
         if self.memory_mb is not None and self.memory_mb <= 0:
@@ -71,6 +73,11 @@ class Holder:
 
     task_id: str
     mb: int
+    priority: int = 0
+    preemptible: bool = False  # may be stopped for a higher-priority task (not --no-preempt, not busy)
+    started_at: float = 0.0  # among equally few victims, the most recently started go first
+    stopping_for: str = ""  # already preempted for this task: it is stopping and frees its share soon
+    cpus: float = 0.0  # CPUs it holds on its node (freed with it)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,4 +159,16 @@ class Wait:
     reserving: tuple[str, ...] = ()  # GPU labels held back for this (starving) task
 
 
-Decision = Launch | Wait
+@dataclass(frozen=True, kw_only=True)
+class Preempt:
+    """``task_id`` fits nowhere, but stopping ``victims`` (running, strictly lower priority, all on
+    ``node``) would let it fit there: stop them at their next epoch boundary; ``task_id`` waits with
+    ``reason`` until they have."""
+
+    task_id: str
+    node: str
+    victims: tuple[str, ...]
+    reason: str
+
+
+Decision = Launch | Wait | Preempt

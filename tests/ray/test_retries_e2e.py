@@ -187,3 +187,40 @@ def test_out_of_memory_is_retried_with_more_memory_a_user_error_never_and_exhaus
     assert row["attempt_reasons"] == ["out of memory"] and row["mb_per_gpu"] == 16000
     assert "ran out of its 16000 MB" in row["error"]
     assert row["error"].endswith("(attempt 2/2; out of memory, no retries left; earlier: 1 out of memory)")
+
+
+def test_c_a_low_priority_run_preempted_by_a_high_one_resumes_to_the_same_weights(
+    client: Any, tmp_path: Path
+) -> None:
+    """(c): GPU 1 runs the uninterrupted reference (immune), GPU 0 the low-priority run; a high-priority
+    run that fits on neither preempts the low one, which stops at an epoch boundary with a checkpoint its
+    life cycle would not have taken (it saves only at the end), waits, and resumes once the high one is
+    done — both SUCCEEDED, and the low one's final weights equal the reference's."""
+    cfg = write_project(tmp_path / "p", save_every=RUN["epochs"], **RUN)  # type: ignore[arg-type]
+    client.change_devices([f"{d.node}:gpu1" for d in client.get_devices_info() if d.gpu == 1])
+    reference = client.run_train(str(cfg), memory_mb=10000, no_preempt=True)
+    client.change_devices([f"{d.node}:gpu0" for d in client.get_devices_info() if d.gpu == 0])
+    low = client.run_train(str(cfg), memory_mb=10000)
+    client.change_devices([f"{d.node}:gpu{d.gpu}" for d in client.get_devices_info()])
+    package = Path(tasks(client)[low]["package"])
+    wait_for(lambda: tasks(client)[low]["phase"] == "running", 60, "the low-priority run to start")
+    time.sleep(1.5)  # into its first epoch
+    high = client.run_train(str(cfg), memory_mb=10000, priority=5)
+    row = tasks(client)[low]
+    assert (row["status"], row["preempted_by"]) == ("PREEMPTED", high), row
+    wait_for(lambda: tasks(client)[low]["status"] == "PENDING", 90, "the low run to stop at an epoch's end")
+    row = tasks(client)[low]
+    assert row["wait_reason"].startswith(f"preempted by {high}") and row["resume"] is True, row
+    pinned = SavePackage.open(package).manifest.ckpt_pinned
+    assert len(pinned) == 1, pinned  # the checkpoint it stopped with, kept for its resume
+    done = wait_done(client, [reference, low, high], timeout=240)
+    assert [done[t]["status"] for t in (reference, low, high)] == ["SUCCEEDED"] * 3, done
+    assert (done[low]["attempt"], done[low]["preemptions"], done[low]["preempted_by"]) == (1, 1, "")
+    segs = [s for s in SavePackage.open(package).meta["segments"] if s.get("task_id") == low]
+    assert [s["status"] for s in segs] == ["preempted", "succeeded"]
+    assert segs[1]["from_checkpoint"] == pinned[0] and SavePackage.open(package).manifest.ckpt_pinned == ()
+    assert done[high]["started_at"] < done[low]["started_at"]  # the high one ran in the meantime
+    assert_same_weights(str(package), done[reference]["package"])
+    log = "\n".join(client.get_dlnest_output(0)["lines"])
+    assert f"{low} preempted for {high} (priority 5 > 0): stops at the end of its epoch" in log
+    assert f"{low} back in the queue: preempted by {high}, resumes from the checkpoint it took" in log

@@ -41,6 +41,7 @@ STATUS_STYLE = {
     TaskStatus.SUCCEEDED: "fg:ansigreen",
     TaskStatus.FAILED: "fg:ansired",
     TaskStatus.CANCELLED: "fg:ansimagenta",
+    TaskStatus.PREEMPTED: "fg:ansibrightyellow",
 }
 
 
@@ -139,6 +140,9 @@ def status_text(task: Mapping[str, Any]) -> str:
     status = str(task.get("status", "?"))
     retry = attempt_text(task)  # a retried task: ``attempt 2/3 (node lost)``
     status = f"{status} · {retry}" if retry else status
+    by = task.get("preempted_by") or ""
+    if by and row_status(task) in (TaskStatus.PENDING, TaskStatus.PREEMPTED):
+        status = f"{status} (preempted by {by})"
     if task.get("cancelling"):
         return f"{status} (stopping)"
     phase = str(task.get("phase") or "")
