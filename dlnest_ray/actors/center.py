@@ -23,6 +23,7 @@ from ..savepack.records import Segment
 from ..scheduling.policy import DRAINING_REASON
 from ..scheduling.specs import GpuState
 from ..tasks import (
+    TaskKind,
     TaskRecord,
     TaskStatus,
     requeue,
@@ -187,7 +188,10 @@ class Center(SubmitOps, ReportOps, ScheduleOps):
                     f"{record.task_id} back in the queue: its supervisor ended before the run began"
                 )
                 continue
-            if isinstance(seg, Segment) and seg.status == "preempted" and not record.cancel_requested:
+            stopped_for = (isinstance(seg, Segment) and seg.status == "preempted") or (
+                record.kind is TaskKind.ANALYZE and record.status is TaskStatus.PREEMPTED
+            )
+            if stopped_for and not record.cancel_requested:
                 self._set(back_in_queue(record, self._resume_point(record.task_id)), save=False)
                 self.log.write(f"{record.task_id} back in the queue: preempted (found after a restart)")
                 continue

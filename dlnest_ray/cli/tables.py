@@ -100,6 +100,8 @@ def _note(task: Mapping[str, Any]) -> str:
     if status is TaskStatus.PENDING:
         return str(task.get("wait_reason") or "")
     if status is TaskStatus.PREEMPTED:
+        if str(task.get("task_id", "")).startswith("A_"):
+            return "closing, then back in the queue"
         return "stopping at the end of its epoch, then back in the queue"
     if status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
         return str(task.get("error") or "")

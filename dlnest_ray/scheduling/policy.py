@@ -131,6 +131,8 @@ class _Pool:
         for i, g in enumerate(gpus):
             self.by_node.setdefault(g.node, []).append(i)
         self.is_open = [self._compute_open(i) for i in range(len(self.gpus))]
+        self.stopping = self._stopping()  # preemptor → node → its victims still stopping
+        self.lowest_priority = min((h.priority for g in gpus for h in g.holders), default=None)
         self.version = 0
         self._tops_version = -1
         self._tops: list[list[int]] = []
@@ -279,16 +281,17 @@ class _Pool:
         out.sort(key=lambda v: (-v.started_at, v.task_id))
         return out
 
-    def stopping_for(self, task_id: str) -> dict[str, list[_Victim]]:
-        """Tasks already preempted for ``task_id`` and still stopping, per node."""
-        found: dict[tuple[str, str], tuple[Holder, list[int]]] = {}
+    def _stopping(self) -> dict[str, dict[str, list[_Victim]]]:
+        """Tasks already preempted and still stopping: per task they were preempted for, per node."""
+        found: dict[tuple[str, str, str], tuple[Holder, list[int]]] = {}
         for i, g in enumerate(self.gpus):
             for h in g.holders:
-                if h.stopping_for == task_id:
-                    found.setdefault((g.node, h.task_id), (h, []))[1].append(i)
-        out: dict[str, list[_Victim]] = {}
-        for (node, _), (h, pos) in found.items():
-            out.setdefault(node, []).append(_Victim(h.task_id, node, tuple(pos), h.mb, h.cpus, h.started_at))
+                if h.stopping_for:
+                    found.setdefault((h.stopping_for, g.node, h.task_id), (h, []))[1].append(i)
+        out: dict[str, dict[str, list[_Victim]]] = {}
+        for (by, node, _), (h, pos) in found.items():
+            victim = _Victim(h.task_id, node, tuple(pos), h.mb, h.cpus, h.started_at)
+            out.setdefault(by, {}).setdefault(node, []).append(victim)
         return out
 
     def explain_cpus(self, task: TaskSpec) -> str | None:
@@ -435,11 +438,17 @@ def decide(pending: Sequence[TaskSpec], snapshot: Snapshot) -> list[Decision]:
                 why = f"needs {_cpus(need)} on one node; the most free is {free:g} (on {node})"
                 out.append(Wait(task_id=task.task_id, reason=why))
             continue
+        stopping = pool.stopping.get(task.task_id, {})  # tasks preempted for it, still stopping
         starving = snapshot.now - task.submitted_at > snapshot.settings.starvation_s
         key = (task.placement, task.memory_mb, task.gpus, task.cpus_per_rank, task.priority)
         cached = failed.get(key)
         # a starving task only differs from its twins when it may still take the one reservation
-        if cached is not None and cached[0] == pool.version and (not starving or pool.held_for):
+        if (
+            cached is not None
+            and cached[0] == pool.version
+            and (not starving or pool.held_for)
+            and not stopping
+        ):
             out.append(Wait(task_id=task.task_id, reason=cached[1]))
             continue
         found = pool.place(task)
@@ -451,7 +460,6 @@ def decide(pending: Sequence[TaskSpec], snapshot: Snapshot) -> list[Decision]:
             out.append(Launch(task_id=task.task_id, node=node, gpus=gpus, mb_per_gpu=mb))
             continue
         reason = pool.explain_cpus(task) or pool.explain(task)
-        stopping = pool.stopping_for(task.task_id)
         waits_for = next(
             ((n, vs, pos) for n, vs in sorted(stopping.items()) if (pos := pool.place_without(task, vs, n))),
             None,
@@ -460,18 +468,18 @@ def decide(pending: Sequence[TaskSpec], snapshot: Snapshot) -> list[Decision]:
             node, victims, positions = waits_for
             pool.hold(positions, task.task_id)
             ids = [v.task_id for v in victims]
-            whose = "its" if len(ids) == 1 else "their"
-            why = f"waiting for {_names(ids)} to stop at the end of {whose} epoch"
-            out.append(Wait(task_id=task.task_id, reason=f"{why} (preempted for it)"))
+            out.append(
+                Wait(task_id=task.task_id, reason=f"waiting for {_names(ids)} to stop (preempted for it)")
+            )
             continue
-        if any(h.priority < task.priority for g in pool.gpus for h in g.holders):
+        if pool.lowest_priority is not None and pool.lowest_priority < task.priority:
             chosen = _preemption(pool, task, taken)
             if chosen is not None:
                 node, chosen_victims, positions = chosen
                 names = [v.task_id for v in chosen_victims]
                 taken.update(names)
                 pool.hold(positions, task.task_id)
-                why = f"preempting {_names(names)} (lower priority) on {node}: stopping at an epoch end"
+                why = f"preempting {_names(names)} (lower priority) on {node}"
                 out.append(Preempt(task_id=task.task_id, node=node, victims=tuple(names), reason=why))
                 continue
         if not starving or pool.held_for:  # only the oldest starving task holds GPUs (EASY backfilling)
