@@ -1,7 +1,8 @@
 """The center as a Ray actor: :class:`~dlnest_ray.actors.center.Center` with Ray's launcher and
-devices, a scheduling loop (every ``delay`` seconds, besides the passes on submit and finish), and
-gauges for the Ray dashboard (pending and running tasks, reserved MB per GPU); and the two functions
-that create and remove the detached center actor."""
+devices, a scheduling loop (every ``delay`` seconds, besides the passes on submit and finish), gauges
+for the Ray dashboard (pending and running tasks, reserved MB per GPU), and the fast control path (its
+operations on ``<home>/center.sock`` for CLI commands on this machine, :mod:`.fastpath_server`); and the
+two functions that create and remove the detached center actor."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from typing import Any
 
 from ..records import CenterState
 from ..tasks import TaskStatus
+from .calls import ActorUnavailable, call
 from .center import Center
+from .fastpath_server import FastPathServer
 from .launcher import RayLauncher
 from .names import CENTER_NAME, MONITOR_PREFIX, NAMESPACE
 from .ray_ports import RayDevices
@@ -23,6 +26,7 @@ __all__ = ["CenterActor", "get_or_create_center", "remove_center"]
 log = logging.getLogger(__name__)
 
 FOLLOW_UP_S = 2.0
+ANALYZER_METHODS = frozenset({"submit", "poll", "cancel_job", "read_output", "info", "scripts"})
 NOTICE_GRACE_S = 10.0  # how long `down` lets the center finish sending word of ended runs
 RETRY_FOLLOW_UP_S = 1.0
 
@@ -40,6 +44,44 @@ class CenterActor(Center):
         if not restarted:  # a new center is an `up`: a drain left by the last `down` ends here
             self.open_queue()
         threading.Thread(target=self._loop, name="dlnest-scheduler", daemon=True).start()
+        self._fast: FastPathServer | None = None
+        try:
+            self._fast = FastPathServer(
+                self, self.store.home, analyzer_call=self._analyzer_call, analyzer_alive=self._analyzer_alive
+            )
+        except OSError as e:  # e.g. a home path too long for a socket: the CLI goes through Ray
+            log.warning("no fast path: %s: %s", type(e).__name__, e)
+            self.log.write(f"no fast path for the CLI ({type(e).__name__}: {e}): commands go through Ray")
+
+    def close(self, wait_s: float = 10.0) -> None:
+        """The center is going away (``down``): stop serving the fast path, let notices go."""
+        if self._fast is not None:
+            self._fast.close()
+            self._fast = None
+        super().close(wait_s)
+
+    def _analyzer_alive(self, task_id: str) -> bool:
+        """Whether analyzer ``task_id``'s actor exists (the fast path's ``exp`` waits for it)."""
+        import ray
+
+        try:
+            ray.get_actor(task_id, namespace=NAMESPACE)
+            return True
+        except ValueError:
+            return False
+
+    def _analyzer_call(self, task_id: str, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """``method`` of analyzer ``task_id``'s actor, for a CLI command on the fast path."""
+        import ray
+
+        if method not in ANALYZER_METHODS:
+            raise ActorUnavailable(f"an analyzer has no operation {method!r}")
+        gone = f"{task_id} is not running any more (`dlnest-ray tasks --all`)"
+        try:
+            handle = ray.get_actor(task_id, namespace=NAMESPACE)
+        except ValueError:
+            raise ActorUnavailable(gone) from None
+        return call(getattr(handle, method), *args, unavailable=gone, **kwargs)
 
     def ping(self) -> str:
         return "ok"

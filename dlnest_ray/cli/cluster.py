@@ -54,7 +54,17 @@ def _no_cluster() -> DlnestError:
 
 
 def connect_client(address: str | None, *, create: bool, home: Path | None = None) -> Client:
-    """The center's client on the cluster; one line "no Ray cluster: ..." when none answers."""
+    """The center's client: over the center's local socket when this machine's center answers there
+    (no ``--address``/``RAY_ADDRESS``; no Ray driver started: milliseconds), else on the cluster through
+    Ray; one line "no Ray cluster: ..." when none answers."""
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        from ..actors.address import state_home
+        from ..actors.fastpath import fast_client
+
+        fast = fast_client(state_home(home))
+        if fast is not None:
+            quiet_sigterm()  # a follower told to stop exits 143, as on the Ray path
+            return fast
     from ..actors import client
 
     connected = client.connect(address, create=create, home=str(home) if home else None)

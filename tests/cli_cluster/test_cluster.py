@@ -425,15 +425,12 @@ def test_ray_shows_each_run_as_it_ended(cluster: Cluster, tmp_path_factory: pyte
     assert ranks[f][:2] == ("FAILED", "TASK_EXECUTION_EXCEPTION") and "RuntimeError" in ranks[f][2]
     assert ranks[g][0] == "FAILED" and "RunStopped" in ranks[g][2] and "by request" in ranks[g][2]
     failed = [r for r in ray_tasks(cluster.head()["address"], cluster.env) if r[1] == "FAILED"]
-    # the other failed tasks are calls refused on purpose above (a bad config, an escaping script name):
-    # their exception is the refusal; no task was failed by Ray for a dead worker or an ended job
+    # the other failed task is a call refused on purpose above (an escaping script name, which the center
+    # forwarded to the analyzer): its exception is the refusal; no task was failed by Ray for a dead worker
+    # or an ended job. The refused submits (bad configs) came over the fast path: never Ray tasks at all.
     assert all(r[2] == "TASK_EXECUTION_EXCEPTION" for r in failed), failed
     others = [r for r in failed if r[0].split()[0] not in (f, g)]
-    assert sorted(r[0] for r in others) == [
-        "AnalyzerActor.submit",
-        "CenterActor.run_train",
-        "CenterActor.run_train",
-    ], others
+    assert sorted(r[0] for r in others) == ["AnalyzerActor.submit"], others
 
 
 def test_a_dlnest_032_project_through_the_cluster_with_its_environment(
@@ -493,6 +490,44 @@ def test_a_dlnest_032_project_through_the_cluster_with_its_environment(
     kept.append((package / "_package.json").read_text())
     assert not any("s3cret-pw" in text for text in shown + kept)
     assert not (cluster.home / "env" / f"{tid}.json").exists()  # dropped when the task ended
+
+
+PARITY = [
+    ("tasks", "--all", "--json"),
+    ("tasks", "--all"),
+    ("devices", "--json"),
+    ("config", "--json"),
+    ("log",),
+    ("del", "T_9999"),
+    ("continue", "/nowhere/pkg"),
+]
+
+
+@pytest.mark.parametrize("args", PARITY, ids=" ".join)
+def test_the_fast_path_and_ray_give_the_same_answers(cluster: Cluster, args: tuple[str, ...]) -> None:
+    """Issue 16: commands on the head node reach the center over its socket; through Ray (the fast path
+    turned off) every answer, message and exit code is the same."""
+    fast = cluster(*args)
+    slow = cluster(*args, env={"DLNEST_RAY_NO_FAST_PATH": "1"})
+    assert (fast.returncode, fast.stdout) == (slow.returncode, slow.stdout), f"{fast}\n{slow}"
+    if fast.returncode:
+        assert single_error_line(fast) == single_error_line(slow)
+
+
+def test_the_fast_path_needs_neither_ray_nor_torch(cluster: Cluster) -> None:
+    """With Ray and torch unimportable, `tasks` still answers: the CLI did not start a Ray driver."""
+    code = (
+        "import sys; sys.modules['ray'] = None; sys.modules['torch'] = None; "
+        "from dlnest_ray.cli.app import main; main(['tasks', '--json'])"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env={**env, **cluster.env}, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert isinstance(json.loads(proc.stdout), list)
+    mode = (cluster.home / "center.sock").stat().st_mode
+    assert stat.S_IMODE(mode) == 0o600
 
 
 def test_log_shows_and_clears_the_center_messages(cluster: Cluster) -> None:
