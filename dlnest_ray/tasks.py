@@ -3,7 +3,9 @@
 PENDING → RUNNING → SUCCEEDED | FAILED | CANCELLED; a pending task may also be CANCELLED (deleted) or
 FAILED (its launch failed). A running task preempted for a higher-priority one is PREEMPTED while it
 stops at its next epoch boundary (it still holds its GPUs), then PENDING again as a continuation, unless
-it ended meanwhile. A running task whose run never started a rank goes back to PENDING
+it ended meanwhile. A sweep trial that an early-stopping rule stops (issue 15) ends STOPPED: a running (or
+PREEMPTED) one once it has stopped at its epoch boundary, a pending one at once. A running task whose run
+never started a rank goes back to PENDING
 (:func:`requeue`: the cluster went away under it, or ``down`` stopped it before it began), as does a
 running task whose attempt failed for a retryable reason (:func:`retry_label` says which attempt it is
 on; the center's retry rules are in ``actors/center_retries.py``). Every status
@@ -42,6 +44,7 @@ class TaskStatus(str, Enum):
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
     PREEMPTED = "PREEMPTED"  # stopping for a higher-priority task; then PENDING again
+    STOPPED = "STOPPED"  # a sweep trial stopped early by the sweep's stop rule (it can be continued)
 
     def is_terminal(self) -> bool:
         return self in _TERMINAL
@@ -54,10 +57,12 @@ class TaskStatus(str, Enum):
         return self.value
 
 
-_TERMINAL = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+_TERMINAL = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.STOPPED})
 _ACTIVE = frozenset({TaskStatus.RUNNING, TaskStatus.PREEMPTED})
 _ALLOWED: dict[TaskStatus, frozenset[TaskStatus]] = {
-    TaskStatus.PENDING: frozenset({TaskStatus.RUNNING, TaskStatus.CANCELLED, TaskStatus.FAILED}),
+    TaskStatus.PENDING: frozenset(
+        {TaskStatus.RUNNING, TaskStatus.CANCELLED, TaskStatus.FAILED, TaskStatus.STOPPED}
+    ),
     TaskStatus.RUNNING: frozenset(
         {
             TaskStatus.SUCCEEDED,
@@ -65,14 +70,22 @@ _ALLOWED: dict[TaskStatus, frozenset[TaskStatus]] = {
             TaskStatus.CANCELLED,
             TaskStatus.PENDING,
             TaskStatus.PREEMPTED,
+            TaskStatus.STOPPED,
         }
     ),
     TaskStatus.PREEMPTED: frozenset(
-        {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.PENDING}
+        {
+            TaskStatus.SUCCEEDED,
+            TaskStatus.FAILED,
+            TaskStatus.CANCELLED,
+            TaskStatus.PENDING,
+            TaskStatus.STOPPED,
+        }
     ),
     TaskStatus.SUCCEEDED: frozenset(),
     TaskStatus.FAILED: frozenset(),
     TaskStatus.CANCELLED: frozenset(),
+    TaskStatus.STOPPED: frozenset(),
 }
 
 
@@ -149,6 +162,12 @@ class TaskRecord:
     no_preempt: bool = False
     preemptions: int = 0
     phase_at: float | None = None  # when ``phase`` last changed (an analyzer idle since then may yield)
+    # sweeps (issue 15): the sweep a trial belongs to (``S_0001``), its varying values in short
+    # (``lr=0.01 bs=64``), and why the sweep's stop rule stopped it (set when the rule decides; the run
+    # then stops at its epoch boundary and ends STOPPED with this as its error)
+    sweep: str = ""
+    sweep_label: str = ""
+    stop_reason: str = ""
     error: str = ""
     output_tail: tuple[str, ...] = field(default_factory=tuple)
 

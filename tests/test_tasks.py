@@ -25,6 +25,9 @@ ALLOWED = {
     (S.PREEMPTED, S.SUCCEEDED),  # it ended before the epoch boundary
     (S.PREEMPTED, S.FAILED),
     (S.PREEMPTED, S.CANCELLED),
+    (S.RUNNING, S.STOPPED),  # a sweep trial stopped early by its sweep's rule, at its epoch boundary
+    (S.PREEMPTED, S.STOPPED),  # the rule stopped it while it was stopping for another task
+    (S.PENDING, S.STOPPED),  # a waiting trial (preempted or retried before) the rule stops at once
 }
 ALL_PAIRS = list(itertools.product(TaskStatus, TaskStatus))
 
@@ -34,7 +37,7 @@ def record(status: TaskStatus = S.PENDING, **kw) -> TaskRecord:
 
 
 def test_matrix_covers_every_pair():
-    assert len(ALL_PAIRS) == 36
+    assert len(ALL_PAIRS) == 49
     assert ALLOWED.issubset(ALL_PAIRS)
 
 
@@ -57,7 +60,7 @@ def test_every_other_transition_raises(old: TaskStatus, new: TaskStatus):
 
 
 def test_is_terminal():
-    assert {s for s in TaskStatus if s.is_terminal()} == {S.SUCCEEDED, S.FAILED, S.CANCELLED}
+    assert {s for s in TaskStatus if s.is_terminal()} == {S.SUCCEEDED, S.FAILED, S.CANCELLED, S.STOPPED}
     assert not S.PENDING.is_terminal() and not S.RUNNING.is_terminal()
 
 
@@ -182,3 +185,16 @@ def test_status_kind_and_placement_print_as_their_values() -> None:
         "QUEUED",
         "ddp",
     ]
+
+
+def test_a_sweep_id_is_no_task_kind() -> None:
+    assert TaskKind.of("T_0007") is TaskKind.TRAIN and TaskKind.of("A_0003") is TaskKind.ANALYZE
+    assert TaskKind.of("S_0001") is None  # sweeps are units of their own (issue 15), not tasks
+
+
+def test_sweep_fields_round_trip_and_default_for_old_records() -> None:
+    trial = record(sweep="S_0001", sweep_label="lr=0.01", stop_reason="median stopping at epoch 2")
+    assert TaskRecord.from_json(json.loads(json.dumps(trial.to_json()))) == trial
+    old = {k: v for k, v in record().to_json().items() if k not in ("sweep", "sweep_label", "stop_reason")}
+    back = TaskRecord.from_json(old)
+    assert (back.sweep, back.sweep_label, back.stop_reason) == ("", "", "")

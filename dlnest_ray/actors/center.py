@@ -4,8 +4,9 @@ A plain class, made a detached Ray actor where it is created (``actors/client.py
 in-process by tests with :class:`~dlnest_ray.actors.ports.FakeLauncher`. Every public method takes
 one lock: the actor is threaded (a scheduling loop runs beside the calls). Its parts: submitting
 (:mod:`.center_submit`), the runs' reports (:mod:`.center_reports`), scheduling
-(:mod:`.center_schedule`), over the shared state of :mod:`.center_core`; here: set-up, settings,
-``del``, ``down``/``up``, re-attaching after a restart, and the queries.
+(:mod:`.center_schedule`), sweeps (:mod:`.center_sweeps`), over the shared state of
+:mod:`.center_core`; here: set-up, settings, ``del``, ``down``/``up``, re-attaching after a restart,
+and the queries.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..records import DeviceInfo, SettingsInfo
 from ..savepack.records import Segment
 from ..scheduling.policy import DRAINING_REASON
 from ..scheduling.specs import GpuState
+from ..sweeps.records import is_sweep_id
 from ..tasks import (
     TaskKind,
     TaskRecord,
@@ -40,7 +42,7 @@ from .center_reports import ReportOps
 from .center_retries import retry_decision
 from .center_schedule import ScheduleOps
 from .center_settings import CenterSettingsOps
-from .center_submit import SubmitOps
+from .center_sweeps import SweepOps
 from .notify import Notifier, NotifyStore
 from .ports import DeviceSource, Launcher
 from .store import LOG_FILE, CenterStore, EnvStore, LogBuffer
@@ -50,8 +52,9 @@ __all__ = ["ANALYZER_CPUS_ENV", "CPUS_ENV", "Center"]
 log = logging.getLogger(__name__)
 
 
-class Center(SubmitOps, ReportOps, ScheduleOps):
-    """DLNest's server operations, plus the reports runs send back."""
+class Center(SweepOps, ReportOps, ScheduleOps):
+    """DLNest's server operations, plus the reports runs send back (submitting: :class:`SweepOps` is
+    :class:`~.center_submit.SubmitOps` with sweeps)."""
 
     def __init__(
         self, *, home: Path, launcher: Launcher, devices: DeviceSource, clock: Callable[[], float] = time.time
@@ -66,6 +69,7 @@ class Center(SubmitOps, ReportOps, ScheduleOps):
         self.notify_store = NotifyStore(self.store.home)  # webhooks and mail logins, apart from center.json
         self.notifier = Notifier(on_failure=self.log.write)  # no thread until a notice is queued
         self._gpus: tuple[GpuState, ...] = ()
+        self._told_lacking: set[str] = set()  # sweeps whose stop rule's metric is not recorded (said once)
         # One pass at a time, so nothing launches between a pass's device reading and its decisions.
         # Device reads are remote calls: they are made with the state lock released, and schedule()
         # is only called by code that does not hold the state lock (else two threads could deadlock).
@@ -111,7 +115,10 @@ class Center(SubmitOps, ReportOps, ScheduleOps):
 
     # ------------------------------------------------------------------------------------------ delete
     def del_task(self, task_id: str) -> str:
-        """Pending: removed from the queue. Running: asked to stop; it ends CANCELLED when fully gone."""
+        """Pending: removed from the queue. Running: asked to stop; it ends CANCELLED when fully gone.
+        A sweep id (``S_0001``): every unfinished trial of the sweep, so (:meth:`del_sweep`)."""
+        if is_sweep_id(task_id):
+            return self.del_sweep(task_id)
         with self._lock:
             record = self._get(task_id)
             if record.status is TaskStatus.PENDING:
@@ -177,8 +184,8 @@ class Center(SubmitOps, ReportOps, ScheduleOps):
                 self.log.write(f"{record.task_id} re-attached")
                 if record.cancel_requested:
                     self.launcher.cancel(record.task_id)
-                elif record.status is TaskStatus.PREEMPTED:  # told again: the word may not have arrived
-                    self.launcher.preempt(record.task_id)
+                elif record.status is TaskStatus.PREEMPTED or record.stop_reason:  # told again: the word
+                    self.launcher.preempt(record.task_id)  # may not have arrived
                 continue
             seg = package_segment(record)  # read once: it says both whether and how the run ended
             if never_started(record, seg):  # the cluster went away before its run began: it waits again
@@ -191,6 +198,11 @@ class Center(SubmitOps, ReportOps, ScheduleOps):
             stopped_for = (isinstance(seg, Segment) and seg.status == "preempted") or (
                 record.kind is TaskKind.ANALYZE and record.status is TaskStatus.PREEMPTED
             )
+            if stopped_for and not record.cancel_requested and record.stop_reason:  # stopped early by its
+                done = transition(record, TaskStatus.STOPPED, at=self.clock(), error=record.stop_reason)
+                self._set(done, save=False)  # sweep's rule, as it was told
+                self.log.write(f"{record.task_id} STOPPED (found after a restart): {record.stop_reason}")
+                continue
             if stopped_for and not record.cancel_requested:
                 self._set(back_in_queue(record, self._resume_point(record.task_id)), save=False)
                 self.log.write(f"{record.task_id} back in the queue: preempted (found after a restart)")

@@ -133,6 +133,13 @@ class CenterCore:
     def _resume_point(self, task_id: str) -> tuple[bool, int] | None:
         raise NotImplementedError
 
+    def del_task(self, task_id: str) -> str:
+        """Delete a task, or every unfinished trial of a sweep (:mod:`.center`)."""
+        raise NotImplementedError
+
+    def _trial_epoch(self, task_id: str) -> None:
+        """A sweep trial has ended an epoch: its sweep's stop rule is applied (:mod:`.center_sweeps`)."""
+
     def _settings(self) -> Settings:
         s = self.store.settings
         return Settings(max_tasks_per_device=s.max_tasks_per_device, starvation_s=s.starvation_s)

@@ -1,6 +1,6 @@
 """The reports running tasks send the center (a mixin of :class:`~.center.Center`): a run's end (with
-retries and preemption: back in the queue), each epoch's memory peak (right-sizing), and the phase its
-supervisor is in.
+retries and preemption: back in the queue; a sweep trial its rule stopped: STOPPED), each epoch's memory
+peak (right-sizing; a sweep trial's rule is applied then), and the phase its supervisor is in.
 """
 
 from __future__ import annotations
@@ -51,7 +51,9 @@ class ReportOps(CenterCore):
         """A run's supervisor reports its end, after its ranks are gone and its placement group removed.
         ``reason``: why a FAILED attempt ended when it may be retried (``node lost``, ``worker died``,
         ``killed by signal 9``, ``placement group lost``, ``out of memory``; "" for the user's own error):
-        while retries are left it goes back to PENDING as a continuation (:mod:`.center_retries`)."""
+        while retries are left it goes back to PENDING as a continuation (:mod:`.center_retries`). A sweep
+        trial its rule stopped (``stop_reason``) that reports PREEMPTED (or a retryable failure) is STOPPED
+        with that reason (:mod:`.center_sweeps`)."""
         resume_from = (
             self._resume_point(task_id)
             if (status == TaskStatus.FAILED.value and reason) or status == TaskStatus.PREEMPTED.value
@@ -76,6 +78,9 @@ class ReportOps(CenterCore):
                 return
             if record.cancel_requested and final is not TaskStatus.SUCCEEDED:
                 final = TaskStatus.CANCELLED
+            stopping = final is TaskStatus.PREEMPTED or (final is TaskStatus.FAILED and bool(reason))
+            if record.stop_reason and stopping:  # its sweep's rule stopped it: it ends here, no retry
+                final, error = TaskStatus.STOPPED, record.stop_reason
             if final is TaskStatus.PREEMPTED:  # it stopped for a higher-priority task: it waits again
                 back = back_in_queue(with_peak(record, segment_peak(record)), resume_from)
                 self._set(back)
@@ -125,7 +130,8 @@ class ReportOps(CenterCore):
     def rank_memory(self, task_id: str, rank: int, epoch: int, peak_mb: int | None) -> int:
         """A rank of a running task has ended epoch ``epoch`` with ``peak_mb`` (the largest over its ranks,
         MB on one GPU; None on CPU). Keeps the peak; after the first epoch an auto task is right-sized and
-        pending twins follow its peak. Returns the rank's reservation now (its cap; 0: none)."""
+        pending twins follow its peak; for a sweep trial (rank 0), the sweep's stop rule is applied.
+        Returns the rank's reservation now (its cap; 0: none)."""
         changed = False
         with self._lock:
             record = self.store.tasks.get(task_id)
@@ -153,8 +159,11 @@ class ReportOps(CenterCore):
                         changed = True
                 self.store.save()
             cap = updated.mb_per_gpu
+            trial = bool(updated.sweep) and rank == 0
         if changed:
             self._memory_freed()
+        if trial:  # a sweep's trial: its rule looks at the trials' curves now
+            self._trial_epoch(task_id)
         return cap
 
     def _memory_freed(self) -> None:

@@ -268,8 +268,11 @@ class SubmitOps(CenterCore):
         env: dict[str, str],
         kind: TaskKind = TaskKind.TRAIN,
         notify: NotifySettings | None = None,
+        save: bool = True,
         **fields: Any,
     ) -> str:
+        """Add a task to the queue (hold the state lock); ``save=False``: the caller saves the state once
+        after several (a sweep's trials)."""
         fields.setdefault(
             "cpus_per_rank", cpus_from_env(ANALYZER_CPUS_ENV if kind is TaskKind.ANALYZE else CPUS_ENV)
         )
@@ -281,6 +284,7 @@ class SubmitOps(CenterCore):
             task_id=task_id, kind=kind, package=str(path), submitted_at=self.clock(), **fields
         )
         self.store.tasks[task_id] = record
-        self.store.save()
+        if save:
+            self.store.save()
         self.log.write(f"{task_id} queued: {path}")
         return task_id

@@ -17,6 +17,7 @@ from typing import Any, cast
 from ..errors import DlnestError
 from ..records import CenterState, DeviceInfo, SettingsInfo
 from ..runenv import captured_env
+from ..sweeps.records import SweepInfo
 from ..tasks import TaskRecord
 from .analyzer_client import AnalyzerOps
 from .calls import call
@@ -55,11 +56,11 @@ class Client:
         self.center = center
         self.analyzers = AnalyzerOps(self.task)
 
-    def _read(self, name: str, *args: Any, **kwargs: Any) -> Any:
+    def _read(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
         """A call that changes nothing: it waits out a center restart."""
         return call(getattr(self.center, name), *args, retry_s=READ_RETRY_S, **kwargs)
 
-    def _change(self, name: str, *args: Any, **kwargs: Any) -> Any:
+    def _change(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
         """A call that changes something: never retried (Ray cannot say whether it ran)."""
         return call(getattr(self.center, name), *args, **kwargs)
 
@@ -83,7 +84,37 @@ class Client:
         """Queue an analyzer of a package (DLNest's /analyze); environment as :meth:`run_train`."""
         return str(self._change("analyze", record_path, env=_submit_env(env, capture_env), **kw))
 
+    def sweep(
+        self,
+        config_path: str,
+        *,
+        space: Mapping[str, Any],
+        env: Mapping[str, str] | None = None,
+        capture_env: bool = True,
+        **kw: Any,
+    ) -> str:
+        """Queue a sweep (issue 15); returns its id (``S_0001``). ``space``: dotted config key → SPEC text
+        (``"0.1,0.01"``, ``"range(1,10,2)"``, ``"uniform(0,1)"``, ``"loguniform(1e-4,1e-1)"``,
+        ``"randint(1,8)"``) or a list of values. Keywords: ``freq_path``, ``trials``, ``seed``, ``name``,
+        ``new_keys``, ``stop`` (``"median:acc:max@2"``, ``"asha:acc:max:min=1:eta=3"``) and those of
+        :meth:`run_train` (``memory_mb``, ``placement``, ``gpus``, ``retries``, ``priority``,
+        ``no_preempt``); environment as :meth:`run_train`."""
+        return str(
+            self._change("sweep", config_path, space=dict(space), env=_submit_env(env, capture_env), **kw)
+        )
+
+    def get_sweep(self, sweep_id: str) -> SweepInfo:
+        """A sweep (``.record``: how it was asked for, its trials and their values, the stop rule's
+        decisions) and its trials' task records now (``.tasks``)."""
+        return cast(SweepInfo, self._read("get_sweep", sweep_id))
+
+    def get_sweeps(self) -> list[SweepInfo]:
+        """Every sweep of the center, oldest first (as :meth:`get_sweep`)."""
+        return list(self._read("get_sweeps"))
+
     def del_task(self, task_id: str) -> str:
+        """Delete a task (pending: out of the queue; running: stopped), or with a sweep id (``S_0001``)
+        every unfinished trial of that sweep."""
         return str(self._change("del_task", task_id))
 
     # ------------------------------------------------------------------------------------------ reads

@@ -15,6 +15,7 @@ This module imports neither Ray nor torch.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import socket
@@ -23,7 +24,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .. import errors
 from ..errors import DlnestError
 from ..records import CenterState, DeviceInfo, SettingsInfo
 from ..sweeps.records import SweepInfo
@@ -31,6 +31,7 @@ from ..tasks import TaskKind, TaskRecord
 from .analyzer_client import AnalyzerOps
 from .calls import ActorUnavailable
 from .client import READ_RETRY_S, Client
+from .fastpath_wire import SOCKET_FILE, read_line, socket_path
 
 __all__ = [
     "DISABLE_ENV",
@@ -43,36 +44,12 @@ __all__ = [
     "socket_path",
 ]
 
-SOCKET_FILE = "center.sock"
 DISABLE_ENV = "DLNEST_RAY_NO_FAST_PATH"  # set (to anything but "" or 0): always go through Ray
 CALL_TIMEOUT_S = 600.0  # a submit copies the project; a poll waits at most a few seconds
-MAX_LINE = 64 * 1024 * 1024
 
 
 class FastPathDown(DlnestError):
     """Nobody answers on the socket (no center, or it is restarting): the request was not sent."""
-
-
-def socket_path(home: Path) -> Path:
-    return Path(home) / SOCKET_FILE
-
-
-def read_line(sock: socket.socket) -> bytes:
-    """One newline-terminated message from ``sock`` (without the newline); b"" when it closed first."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return b""
-        end = chunk.find(b"\n")
-        if end >= 0:
-            chunks.append(chunk[:end])
-            return b"".join(chunks)
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > MAX_LINE:
-            raise DlnestError("the fast path's message is too large")
 
 
 _DECODE: dict[str, Callable[[Any], Any]] = {
@@ -94,7 +71,7 @@ def decode_result(op: str, result: Any) -> Any:
 def _raise(answer: dict[str, Any]) -> None:
     kind = str(answer.get("kind") or "")
     message = str(answer.get("error") or "the center failed")
-    cls = getattr(errors, kind, None) if kind else None
+    cls = getattr(importlib.import_module("dlnest_ray.errors"), kind, None) if kind else None
     if kind == "ActorUnavailable":
         raise ActorUnavailable(message)
     if isinstance(cls, type) and issubclass(cls, DlnestError):

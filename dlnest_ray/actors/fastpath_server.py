@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DlnestError
-from .fastpath import read_line, socket_path
+from .fastpath_wire import read_line, socket_path
 
 __all__ = ["OPS", "FastPathServer", "peer_uid", "to_wire"]
 
@@ -102,6 +102,11 @@ class _Handler(socketserver.BaseRequestHandler):
 
     def handle(self) -> None:
         sock: socket.socket = self.request
+        try:
+            line = read_line(sock)  # read first (bounded), so the answer below always reaches the client
+        except (OSError, DlnestError) as e:
+            log.info("fast path: unreadable request: %s", e)
+            return
         uid = peer_uid(sock)
         if uid is not None and uid != os.getuid():
             log.warning("fast path: refused a connection from uid %d", uid)
@@ -110,7 +115,7 @@ class _Handler(socketserver.BaseRequestHandler):
             )
             return
         try:
-            request = json.loads(read_line(sock) or b"null")
+            request = json.loads(line or b"null")
             op, args, kwargs = (
                 request["op"],
                 list(request.get("args") or []),

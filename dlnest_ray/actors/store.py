@@ -21,6 +21,7 @@ from ..atomic import atomic_write_json
 from ..errors import DlnestError
 from ..linebuffer import LineBuffer
 from ..scheduling.specs import DEFAULT_MARGIN
+from ..sweeps.records import SWEEP_PREFIX, SweepRecord
 from ..tasks import TaskKind, TaskRecord
 from .auth import ensure_private_home
 
@@ -55,14 +56,17 @@ class CenterSettings:
 
 
 class CenterStore:
-    """Load and save the center's state; the records live in ``tasks`` (submit order)."""
+    """Load and save the center's state; the records live in ``tasks`` (submit order), the sweeps in
+    ``sweeps`` (``S_0001``..., counted apart from the tasks; a state file from before sweeps has none)."""
 
     def __init__(self, home: Path) -> None:
         self.home = ensure_private_home(Path(home))
         self.path = self.home / STATE_FILE
         self.settings = CenterSettings()
         self.tasks: dict[str, TaskRecord] = {}
+        self.sweeps: dict[str, SweepRecord] = {}
         self.next_id = 1
+        self.next_sweep_id = 1
         self.draining = False  # `down` has begun: nothing launches until the next `up`
         if self.path.exists():
             self._load()
@@ -74,6 +78,8 @@ class CenterStore:
             self.settings = CenterSettings(**raw.get("settings", {}))
             self.draining = bool(raw.get("draining", False))
             self.tasks = {r["task_id"]: TaskRecord.from_json(r) for r in raw.get("tasks", [])}
+            self.next_sweep_id = int(raw.get("next_sweep_id", 1))
+            self.sweeps = {s["sweep_id"]: SweepRecord.from_json(s) for s in raw.get("sweeps", [])}
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise DlnestError(
                 f"the center's state file {self.path} is unreadable ({type(e).__name__}: {e}); "
@@ -89,6 +95,8 @@ class CenterStore:
                 "settings": asdict(self.settings),
                 "draining": self.draining,
                 "tasks": [r.to_json() for r in self.tasks.values()],
+                "next_sweep_id": self.next_sweep_id,
+                "sweeps": [s.to_json() for s in self.sweeps.values()],
             },
             mode=0o600,
         )
@@ -97,6 +105,11 @@ class CenterStore:
         task_id = f"{kind.value}_{self.next_id:04d}"
         self.next_id += 1
         return task_id
+
+    def new_sweep_id(self) -> str:
+        sweep_id = f"{SWEEP_PREFIX}{self.next_sweep_id:04d}"
+        self.next_sweep_id += 1
+        return sweep_id
 
 
 LOG_FILE = "center.log"

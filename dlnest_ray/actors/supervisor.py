@@ -128,14 +128,16 @@ def _rank_task(package: str, env: dict[str, str], **kwargs: Any) -> dict[str, ob
     os.environ["DLNEST_RAY_NODE"] = ray.get_runtime_context().get_node_id()[:8]
     from ..runtime.entry import run_rank  # torch comes in here, in the rank's process only
 
-    if kwargs.get("memory_cap_mb") is not None:
+    report_epochs = bool(kwargs.pop("report_epochs", False))  # a sweep's trial reports on CPU too
+    if kwargs.get("memory_cap_mb") is not None or report_epochs:
         kwargs["memory_report"] = _memory_reporter(str(kwargs["task_id"]), int(kwargs["rank"]))
     return run_rank(package, **kwargs)
 
 
 def _memory_reporter(task_id: str, rank: int) -> Callable[[int, int | None], int | None]:
     """What a rank calls after each epoch: tells the center its peak and gets its reservation back
-    (right-sizing may have lowered it). An unreachable center (restarting) leaves the cap as it is."""
+    (right-sizing may have lowered it); a sweep's trial on CPU reports too (no peak), so its sweep's stop
+    rule is applied after each of its epochs. An unreachable center (restarting) leaves the cap as it is."""
     import ray
 
     def report(epoch: int, peak_mb: int | None) -> int | None:
@@ -386,6 +388,7 @@ class RunSupervisor:
                     cpu=rec.placement is Placement.CPU,
                     description=rec.description,
                     memory_cap_mb=rec.mb_per_gpu if rec.gpus else None,
+                    report_epochs=bool(rec.sweep),
                     memory_margin=margin,
                     attempt=rec.attempt,
                     retry_reason=rec.attempt_reasons[-1] if rec.attempt > 1 and rec.attempt_reasons else "",

@@ -16,7 +16,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
     from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
 from ..errors import DlnestError
-from . import analysis, cluster, compare, foreground, metrics, project, queue, shell
+from . import analysis, cluster, compare, foreground, metrics, project, queue, shell, sweep
 
 app = typer.Typer(
     name="dlnest-ray",
@@ -77,6 +77,7 @@ app.command("up")(cluster.up)
 app.command("down")(cluster.down)
 app.command("run")(queue.run)
 app.command("continue")(queue.continue_)
+app.command("sweep")(sweep.sweep)
 app.command("tasks")(queue.tasks)
 app.command("devices")(queue.devices)
 app.command("del")(queue.delete)

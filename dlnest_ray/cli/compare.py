@@ -1,4 +1,5 @@
-"""``dlnest-ray compare PACKAGE PACKAGE...``: several runs side by side, from their save packages alone.
+"""``dlnest-ray compare PACKAGE PACKAGE...``: several runs side by side, from their save packages alone
+(``compare S_0001``, a sweep's trials ranked: :mod:`.compare_sweep`).
 
 One table, one column per run (labelled by the run's description, else its folder name): status,
 finished epochs, wall time, devices, GPU memory reserved → measured (``memory (MB)``), the config keys
@@ -18,7 +19,7 @@ import typer
 
 from ..errors import DlnestError
 from .metrics import clean_number, emit, format_number
-from .options import JsonOpt
+from .options import AddressOpt, JsonOpt
 
 if TYPE_CHECKING:  # only for annotations: the command imports these inside its body
     from ..savepack.compare import RunData, RunSummary
@@ -36,7 +37,11 @@ _STATUS_STYLE = {
 def compare(
     packages: Annotated[
         list[Path] | None,
-        typer.Argument(metavar="PACKAGE...", help="Two or more save package folders.", show_default=False),
+        typer.Argument(
+            metavar="PACKAGE... | S_0001",
+            help="Two or more save package folders, or one sweep (its id, or its folder).",
+            show_default=False,
+        ),
     ] = None,
     as_json: JsonOpt = False,
     plot: Annotated[
@@ -48,15 +53,25 @@ def compare(
         typer.Option(
             "--metric",
             metavar="NAME",
-            help="With --plot: the metric to overlay (default: the first common one).",
+            help="With --plot: the metric to overlay (default: the first common one). With a sweep: the "
+            "metric to rank by (default: the stop rule's, else the first common acc/score-like one).",
         ),
     ] = None,
+    top: Annotated[
+        int | None,
+        typer.Option("--top", metavar="K", help="With a sweep: show the K best trials.", show_default=False),
+    ] = None,
+    address: AddressOpt = None,
 ) -> None:
     """Compare runs side by side: config keys that differ, final and best metrics, epochs, wall time, status.
 
     Reads the save packages only (no cluster). Best: the max for acc/score/f1/auc/map/iou..., else the min.
 
     --plot FILE.png overlays one metric (--metric, default: the first common one) of every run.
+
+    compare S_0001 ranks a sweep's trials by their best value of --metric (default: the stop rule's
+    metric, with its goal), showing the keys that vary; --top K keeps the K best; --plot overlays their
+    curves. A sweep's folder (with _sweep.json) works without the cluster.
     """
     # --json: {"packages", "differing_keys", "common_metrics", "runs": [{"name", "package", "status",
     # "epochs", "wall_time_s", "devices", "world_size", "peak_gpu_mb", "reserved_mb", "config", "metrics":
@@ -66,6 +81,13 @@ def compare(
     from .plotting import require_matplotlib
 
     paths = list(packages or [])
+    from .compare_sweep import compare_sweep, is_sweep_target
+
+    if len(paths) == 1 and is_sweep_target(paths[0]):
+        compare_sweep(paths[0], metric=metric, top=top, plot=plot, as_json=as_json, address=address)
+        return
+    if top is not None:
+        raise DlnestError("--top ranks a sweep's trials: give one sweep (S_0001 or its folder)")
     if len(paths) < 2:
         raise DlnestError(f"compare needs at least 2 save packages (got {len(paths)})")
     if metric is not None and plot is None:

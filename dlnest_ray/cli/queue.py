@@ -111,25 +111,26 @@ class QueueOptions:
         for a value that is neither (:func:`~.options.parse_memory`)."""
         return parse_memory(self.memory)
 
+    def request(self) -> dict[str, Any]:
+        """The options as the client's submit methods take them (``memory_mb``, ``placement``, ``gpus``,
+        ``env``, ``capture_env``, ``retries``, ``priority``, ``no_preempt``), each checked: a bad value is
+        one DlnestError, before any cluster is asked."""
+        return {
+            "placement": self.placement,
+            "memory_mb": self.memory_mb,
+            "retries": None if self.retries is None else checked_retries(self.retries),
+            "priority": 0 if self.priority is None else checked_priority(self.priority),
+            "env": parse_env_options(self.env or []),
+            "gpus": self.gpus,
+            "capture_env": not self.no_env,
+            "no_preempt": self.no_preempt,
+        }
+
     def submit(self, send: Callable[..., str]) -> None:
         """Connect, ``send(client, placement=..., ...)`` the request, and print what was queued."""
-        placement = self.placement
-        memory_mb = self.memory_mb
-        retries = None if self.retries is None else checked_retries(self.retries)
-        priority = 0 if self.priority is None else checked_priority(self.priority)
-        extra = parse_env_options(self.env or [])
+        request = self.request()
         client = connect_client(self.address, create=True)
-        task_id = send(
-            client,
-            memory_mb=memory_mb,
-            placement=placement,
-            gpus=self.gpus,
-            env=extra,
-            capture_env=not self.no_env,
-            retries=retries,
-            priority=priority,
-            no_preempt=self.no_preempt,
-        )
+        task_id = send(client, **request)
         _report_submitted(client, task_id, self.as_json)
 
 

@@ -9,6 +9,7 @@ import json
 import math
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ STATUS_STYLE = {
     TaskStatus.FAILED: "red",
     TaskStatus.CANCELLED: "magenta",
     TaskStatus.PREEMPTED: "bright_yellow",
+    TaskStatus.STOPPED: "blue",
 }
 
 
@@ -99,11 +101,13 @@ def _note(task: Mapping[str, Any]) -> str:
     status = row_status(task)
     if status is TaskStatus.PENDING:
         return str(task.get("wait_reason") or "")
+    if task.get("stop_reason") and status in (TaskStatus.RUNNING, TaskStatus.PREEMPTED):
+        return f"stopping early at the end of its epoch: {task['stop_reason']}"
     if status is TaskStatus.PREEMPTED:
         if str(task.get("task_id", "")).startswith("A_"):
             return "closing, then back in the queue"
         return "stopping at the end of its epoch, then back in the queue"
-    if status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+    if status in (TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.STOPPED):
         return str(task.get("error") or "")
     return ""
 
@@ -139,6 +143,8 @@ def _phase_note(task: Mapping[str, Any]) -> str:
         retry += f" · priority {priority}"
     if task.get("cancelling"):
         return " (stopping)" + retry
+    if task.get("stop_reason") and row_status(task) is TaskStatus.RUNNING:
+        return " (stopping early)" + retry
     running = row_status(task) is TaskStatus.RUNNING and phase and phase != "running"
     return (f" ({phase})" if running else "") + retry
 
@@ -307,10 +313,16 @@ def tasks_table(tasks: Sequence[Mapping[str, Any]], *, title: str) -> Any:
         ("wait reason / error", {"overflow": "fold"}),
     ):
         table.add_column(name, **kw)
-    for t in tasks:
+    for t, first in _grouped(tasks):
         status = str(t["status"])
+        sweep = str(t.get("sweep") or "")
+        if first:  # a sweep's trials come together, under a line of their sweep
+            trials = [r for r in tasks if r.get("sweep") == sweep]
+            counts = Counter(str(r["status"]).lower() for r in trials)
+            summary = " · ".join(f"{n} {name}" for name, n in counts.most_common())
+            table.add_row(f"[bold]{sweep}[/]", summary, "", "", "", "sweep (its trials below)")
         table.add_row(
-            str(t["task_id"]),
+            f"  {t['task_id']}" if sweep else str(t["task_id"]),
             f"[{_style(t)}]{status}[/]" + _phase_note(t),
             task_devices(t),
             memory_text(t),
@@ -324,6 +336,22 @@ def tasks_table(tasks: Sequence[Mapping[str, Any]], *, title: str) -> Any:
             escape(_note(t)),
         )
     return table
+
+
+def _grouped(tasks: Sequence[Mapping[str, Any]]) -> list[tuple[Mapping[str, Any], bool]]:
+    """The rows in order, each sweep's trials moved together to where its first trial is; with each row,
+    whether it is the first of its sweep (a sweep line goes before it)."""
+    out: list[tuple[Mapping[str, Any], bool]] = []
+    placed: set[str] = set()
+    for t in tasks:
+        sweep = str(t.get("sweep") or "")
+        if not sweep:
+            out.append((t, False))
+        elif sweep not in placed:
+            placed.add(sweep)
+            trials = [r for r in tasks if r.get("sweep") == sweep]
+            out += [(r, i == 0) for i, r in enumerate(trials)]
+    return out
 
 
 def devices_table(

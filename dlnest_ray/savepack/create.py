@@ -27,6 +27,7 @@ from . import layout
 __all__ = [
     "CODE_PATH_KEYS",
     "NewPackage",
+    "claim_folder",
     "create_package_dir",
     "environment_info",
     "git_info",
@@ -91,6 +92,13 @@ def _claim(save_root: Path, name: str | None, prefix: str) -> Path:
     raise PackageError(f"could not find a free package name in {save_root} after {_MAX_NAME_TRIES} tries")
 
 
+def claim_folder(save_root: Path, prefix: str) -> Path:
+    """Create a new folder ``<prefix><timestamp>`` in ``save_root`` (made when missing) and return it; an
+    existing folder is never reused (a sweep's folder, :func:`~.layout.sweep_folder_prefix`)."""
+    validate_name(prefix + "x")  # the name stays in save_root
+    return _claim(save_root, None, prefix)
+
+
 def _placement(raw: str, root_dir: Path) -> tuple[Path, PurePath]:
     """(source path, path inside the package) for one code path as written in the config."""
     p = Path(raw).expanduser()
@@ -105,9 +113,9 @@ def _placement(raw: str, root_dir: Path) -> tuple[Path, PurePath]:
     return (root_dir / rel).resolve(), rel
 
 
-def _copy_into(src: Path, dest: Path, *, skip: Path) -> None:
-    """Copy a file or folder; ``skip`` (the save root) is never copied, so a listed project folder
-    that contains it does not copy packages into the package."""
+def _copy_into(src: Path, dest: Path, *, skip: frozenset[Path]) -> None:
+    """Copy a file or folder; the folders of ``skip`` (the save root; a sweep's folder in it) are never
+    copied, so a listed project folder that contains them does not copy packages into the package."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     if not src.is_dir():
         shutil.copy2(src, dest)
@@ -115,9 +123,9 @@ def _copy_into(src: Path, dest: Path, *, skip: Path) -> None:
 
     def ignore(folder: str, names: list[str]) -> set[str]:
         base = Path(folder)
-        return {n for n in names if n == "__pycache__" or n.endswith(".pyc") or (base / n).resolve() == skip}
+        return {n for n in names if n == "__pycache__" or n.endswith(".pyc") or (base / n).resolve() in skip}
 
-    if src.resolve() == skip:
+    if src.resolve() in skip:
         raise PackageError(f"code path {src} is the save_root itself; list the code files instead")
     shutil.copytree(src, dest, dirs_exist_ok=True, ignore=ignore)
 
@@ -174,8 +182,11 @@ class NewPackage:
     manifest_meta: dict[str, Any]
 
 
-def _snapshot_code(args: Mapping[str, Any], root_dir: Path, target: Path) -> dict[str, Any]:
-    """Copy every code path; return the args entries rewritten to point at the copies."""
+def _snapshot_code(
+    args: Mapping[str, Any], root_dir: Path, target: Path, skip: frozenset[Path]
+) -> dict[str, Any]:
+    """Copy every code path (never a folder of ``skip``); return the args entries rewritten to point at
+    the copies."""
     rewritten: dict[str, Any] = {}
     taken: dict[PurePath, Path] = {}
 
@@ -186,7 +197,7 @@ def _snapshot_code(args: Mapping[str, Any], root_dir: Path, target: Path) -> dic
         if taken.get(rel, src) != src:
             raise PackageError(f"two code paths would be copied to the same place {rel} in the package")
         if rel not in taken:
-            _copy_into(src, target / rel, skip=target.parent)
+            _copy_into(src, target / rel, skip=skip)
             taken[rel] = src
         return f"./{rel.as_posix()}"
 
@@ -198,7 +209,7 @@ def _snapshot_code(args: Mapping[str, Any], root_dir: Path, target: Path) -> dic
     return rewritten
 
 
-def _snapshot_configs(loaded: LoadedConfig, target: Path) -> dict[str, Any]:
+def _snapshot_configs(loaded: LoadedConfig, target: Path, skip: frozenset[Path]) -> dict[str, Any]:
     base = loaded.root_config.parent
     copies: list[dict[str, str]] = []
     freq_copy = None
@@ -207,7 +218,7 @@ def _snapshot_configs(loaded: LoadedConfig, target: Path) -> dict[str, Any]:
             rel = layout.config_copy(src.relative_to(base))
         except ValueError:  # outside the project folder
             rel = layout.external_config_copy(n, src.name)
-        _copy_into(src, target / rel, skip=target.parent)
+        _copy_into(src, target / rel, skip=skip)
         copies.append({"source": str(src), "copy": rel.as_posix()})
         if src == loaded.freq_config:
             freq_copy = rel.as_posix()
@@ -225,24 +236,28 @@ def create_package_dir(
     loaded: LoadedConfig | None,
     description: str,
     seed: int,
+    also_skip: Path | None = None,
 ) -> NewPackage:
     """Claim a new folder under ``save_root`` and fill it; returns the args to write and manifest metadata.
 
     ``name`` overrides the timestamp name (validated); ``no_save`` prefixes ``NOSAVE_`` to a timestamp
     name and wins over ``name``, as in DLNest. ``args.json`` is written here; ``_package.json`` is
-    written by the caller last, so a folder without it is never taken for a package.
+    written by the caller last, so a folder without it is never taken for a package. ``also_skip``: a
+    folder never copied besides ``save_root`` (the config's save root, when the package goes into a
+    sweep's folder inside it).
     """
     target = _claim(save_root, None if no_save else (name or None), layout.NOSAVE_PREFIX if no_save else "")
+    skip = frozenset(p.resolve() for p in (target.parent, also_skip) if p is not None)
     try:
         out = {k: v for k, v in args.items() if k != "child_jsons"}
         if copy_files:
-            out.update(_snapshot_code(args, root_dir, target))
+            out.update(_snapshot_code(args, root_dir, target, skip))
             scripts = layout.scripts_dir(root_dir)
             if scripts.is_dir() and not layout.scripts_dir(target).exists():  # the analyzers' fallback
-                _copy_into(scripts, layout.scripts_dir(target), skip=target.parent)
+                _copy_into(scripts, layout.scripts_dir(target), skip=skip)
         meta: dict[str, Any] = {}
         if loaded is not None:
-            meta.update(_snapshot_configs(loaded, target))
+            meta.update(_snapshot_configs(loaded, target, skip))
         out["root_file_path"] = str(target)
         out["save_root"] = str(save_root)
         atomic_write_json(layout.args_path(target), out)

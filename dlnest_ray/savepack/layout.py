@@ -21,6 +21,14 @@ argument is the package's root folder (a ``str`` or a ``Path``; a relative one s
   .<name>.tmp-<random>            TEMP_GLOB: a file being written (dlnest_ray.atomic names them)
 ```
 
+A sweep (issue 15) keeps its trials' packages in one folder of the save root, beside other packages:
+
+```
+<save_root>/S_0001_[<name>_]<YYYY-mm-dd_HH-MM-SS_xxx>/   sweep_folder_prefix()
+  _sweep.json                     SWEEP_FILE: the sweep (id, spec, seed, stop rule, trials and values)
+  trial_01/ trial_02/ …           trial_name(): one save package per trial
+```
+
 These names are a file format shared with DLNest and with older dlnest-ray: they are only ever added
 to, never renamed.
 """
@@ -44,6 +52,7 @@ __all__ = [
     "OUTPUT_FILE",
     "RUN_DIR",
     "SCRIPTS_DIR",
+    "SWEEP_FILE",
     "TB_DIR",
     "TB_STEPS_DIR",
     "TEMP_GLOB",
@@ -70,8 +79,11 @@ __all__ = [
     "run_dir",
     "scripts_dir",
     "stop_file",
+    "sweep_file",
+    "sweep_folder_prefix",
     "tb_dir",
     "tb_steps_dir",
+    "trial_name",
 ]
 
 NOSAVE_PREFIX = "NOSAVE_"  # the package folder's own name with --no-save: NOSAVE_<timestamp>
@@ -89,6 +101,7 @@ CONFIGS_DIR = "_configs"
 CONFIGS_EXTERNAL_DIR = "_external"  # under CONFIGS_DIR: config files from outside the project folder
 SCRIPTS_DIR = "AnalyzeScripts"
 RUN_DIR = ".dlnest_run"  # per-task stop requests and rank process groups
+SWEEP_FILE = "_sweep.json"  # in a sweep's folder: the sweep, for people and offline `compare`
 TEMP_GLOB = ".*.tmp-*"  # dlnest_ray.atomic.temp_path: ".<name>.tmp-<hex>", beside the file it replaces
 
 _CKPT_RE = re.compile(r"^(?P<prefix>.*?)(?P<id>\d+)\.ckpt$")
@@ -241,3 +254,18 @@ def is_reserved(name: str) -> bool:
     """Whether a file of this name at the package root is one dlnest-ray reads or writes itself (so a
     marker file of that name would be mistaken for it)."""
     return name in _RESERVED or is_output_name(name)
+
+
+def sweep_folder_prefix(sweep_id: str, name: str = "") -> str:
+    """The start of a sweep's folder name, a timestamp follows: ``S_0001_`` or ``S_0001_<name>_``."""
+    return f"{sweep_id}_{name}_" if name else f"{sweep_id}_"
+
+
+def sweep_file(folder: Where) -> Path:
+    return Path(folder) / SWEEP_FILE
+
+
+def trial_name(index: int, count: int) -> str:
+    """The package folder of trial ``index`` (from 0) of ``count``: ``trial_01``... (1-based, padded so
+    they sort in trial order)."""
+    return f"trial_{index + 1:0{max(2, len(str(count)))}d}"

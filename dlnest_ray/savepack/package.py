@@ -74,6 +74,25 @@ class SavePackage:
         self._loaded = None
         self._base_dir = Path.cwd()
 
+    def override(self, values: Mapping[str, Any]) -> None:
+        """Lay ``values`` (dotted key → value: ``{"model_config.lr": 0.01}``) over the merged config
+        before the package is created, so ``args.json`` holds them (a sweep trial's values). Dicts missing
+        on the way are created; a key below a value that is not a dict is an error, and nothing changes.
+        """
+        from ..sweeps.space import apply  # pure, no other dependency
+
+        if self.path is not None:
+            raise PackageError(f"{self.path} exists already: its config can no longer change")
+        self.args = apply(self.args, values)
+
+    def check_layout(self) -> Path:
+        """What :meth:`save_to_new_dir` checks before it creates anything — required keys, code files,
+        checkpoint limits — without creating anything; returns the save root it would use."""
+        source = str(self._loaded.root_config) if self._loaded else "config"
+        found = resolve_layout(self.args, self._base_dir, source=source)
+        track_limits(self.args, source)
+        return found.save_root
+
     def save_to_new_dir(
         self,
         override_name: str = "",
@@ -82,11 +101,14 @@ class SavePackage:
         no_save: bool = False,
         description: str = "",
         seed: int | None = None,
+        parent: Path | None = None,
     ) -> Path:
         """Create the package folder under ``save_root`` and return its path.
 
         ``override_name`` names the folder (validated; an existing folder is an error, never overwritten);
         otherwise ``YYYY-mm-dd_HH-MM-SS_<3 digits>``, or ``NOSAVE_<timestamp>`` with ``no_save``.
+        ``parent``: create it in this folder instead of the config's ``save_root`` (a sweep's folder);
+        ``args.json`` then names this folder as its ``save_root``.
         """
         if self.path is not None:
             raise PackageError(f"this SavePackage already has a folder: {self.path}")
@@ -100,6 +122,9 @@ class SavePackage:
                 raise ConfigError(f"{source}: missing required key: save_root")
             root_dir = (self._base_dir / str(self.args.get("root_file_path") or ".")).resolve()
             save_root = (root_dir / self.args["save_root"]).expanduser().resolve()
+        config_root = save_root
+        if parent is not None:
+            save_root = Path(parent).expanduser().resolve()
         if seed is None:
             cfg_seed = self.args.get("seed")
             seed = cfg_seed if isinstance(cfg_seed, int) and not isinstance(cfg_seed, bool) else None
@@ -115,6 +140,7 @@ class SavePackage:
             loaded=self._loaded,
             description=description,
             seed=seed,
+            also_skip=config_root if config_root != save_root else None,
         )
         manifest = Manifest.from_json(
             {**new.manifest_meta, "version": MANIFEST_VERSION, "checkpoints": {}, "next_ckpt_id": 0}

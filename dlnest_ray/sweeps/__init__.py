@@ -21,6 +21,7 @@ from .space import (
     merge_cli,
     parse_assignments,
     parse_spec,
+    spec_from_dict,
     trial_label,
     varying_keys,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "parse_assignments",
     "parse_rule",
     "parse_spec",
+    "spec_from_dict",
     "trial_label",
     "varying_keys",
 ]

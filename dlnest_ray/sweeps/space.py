@@ -57,6 +57,7 @@ __all__ = [
     "merge_cli",
     "parse_assignments",
     "parse_spec",
+    "spec_from_dict",
     "trial_label",
     "varying_keys",
 ]
@@ -452,6 +453,12 @@ def load_sweep_file(text: str, *, source: str) -> SweepSpec:
         raise SweepError(f"{source}:{e.lineno}:{e.colno}: malformed JSON ({e.msg}); fix the file") from None
     except SweepError as e:
         raise SweepError(f"{source}: {e}") from None
+    return spec_from_dict(data, source=source)
+
+
+def spec_from_dict(data: Any, *, source: str) -> SweepSpec:
+    """The :class:`SweepSpec` a sweep file's object (already parsed: :meth:`SweepSpec.to_dict`'s form, or
+    what a Python caller passes) describes; errors start with ``source``."""
     try:
         if not isinstance(data, dict):
             raise SweepError(f"a sweep file holds a JSON object, not {type(data).__name__}")

@@ -67,3 +67,24 @@ def test_the_client_retries_reads_only() -> None:
     assert c.get_task_info(include_finished=True) == []
     with pytest.raises(DlnestError, match="center is unavailable"):
         c.run_train("cfg.json")
+
+
+def test_a_sweep_with_a_name_reaches_the_center_with_every_keyword(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``name`` is both a sweep keyword and what ``_change`` calls the method: it must not collide."""
+    sent: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    class Center:
+        class sweep:  # a remote method's stand-in
+            @staticmethod
+            def remote(*args: Any, **kwargs: Any) -> str:
+                sent.append((args, kwargs))
+                return "S_0001"
+
+    monkeypatch.setattr(client_mod, "call", lambda method, *a, **kw: method.remote(*a, **kw))
+    got = client_mod.Client(Center()).sweep(
+        "/p/root_config.json", space={"lr": "0.1,0.2"}, name="lrs", trials=None, capture_env=False
+    )
+    assert got == "S_0001"
+    [(args, kwargs)] = sent
+    assert args == ("/p/root_config.json",)
+    assert (kwargs["name"], kwargs["space"], kwargs["env"]) == ("lrs", {"lr": "0.1,0.2"}, {})

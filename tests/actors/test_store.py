@@ -160,3 +160,24 @@ def test_store_round_trip(tmp_path: Path):
 def test_default_home_from_env(monkeypatch, tmp_path: Path):
     monkeypatch.setenv("DLNEST_RAY_HOME", str(tmp_path / "somewhere"))
     assert default_home() == (tmp_path / "somewhere").resolve()
+
+
+def test_sweeps_are_stored_with_their_own_counter_and_an_old_file_without_them_loads(tmp_path: Path):
+    import json
+
+    from dlnest_ray.sweeps.records import SweepRecord, SweepTrial
+
+    store = CenterStore(tmp_path)
+    assert store.new_id(TaskKind.TRAIN) == "T_0001"
+    sweep_id = store.new_sweep_id()
+    assert sweep_id == "S_0001"  # counted apart from tasks
+    trial = SweepTrial(task_id="T_0001", values={"lr": 0.1}, label="lr=0.1", package="/p")
+    store.sweeps[sweep_id] = SweepRecord(sweep_id=sweep_id, config_path="/c", trials=(trial,), created_at=1.0)
+    store.save()
+    again = CenterStore(tmp_path)
+    assert again.sweeps == store.sweeps and again.new_sweep_id() == "S_0002"
+    raw = json.loads((tmp_path / "center.json").read_text())
+    del raw["sweeps"], raw["next_sweep_id"]  # a state file from before sweeps
+    (tmp_path / "center.json").write_text(json.dumps(raw))
+    old = CenterStore(tmp_path)
+    assert old.sweeps == {} and old.new_sweep_id() == "S_0001" and old.next_id == 2

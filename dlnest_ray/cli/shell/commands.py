@@ -41,6 +41,7 @@ __all__ = [
 CLI_VERBS = (
     "run",
     "continue",
+    "sweep",
     "analyze",
     "del",
     "config",
@@ -61,11 +62,12 @@ REFUSED = {
 HELP = """commands (as `dlnest-ray COMMAND`; `COMMAND --help` shows its options):
   run CONFIG [-m MB] [--ddp|--multi-gpu|--cpu] [-d DESC]   queue a training run
   continue PACKAGE [--ckpt ID]    queue the continuation of a package
+  sweep CONFIG KEY=SPEC... [--trials N] [--stop RULE]   queue a sweep (S_...: del, compare)
   analyze PACKAGE [--cpu]         queue a warm analyzer (watched when none is)
   exp [A_ID] SCRIPT [-t S]        run a script on the watched (or given) analyzer
   watch ID / withdraw             show an analyzer's (or a run's) output in the right pane / stop
   del ID...   tasks [--all]   devices   config [--devices ...]   log [--clear]   new DIR
-  metrics PACKAGE   compare PACKAGE...   clear (this pane)   exit (tasks keep running)
+  metrics PACKAGE   compare PACKAGE... | S_ID   clear (this pane)   exit (tasks keep running)
 keys: Tab completes, Up/Down history, PageUp/PageDown scroll the output pane, Ctrl-D or Ctrl-C leaves"""
 
 

@@ -42,6 +42,7 @@ STATUS_STYLE = {
     TaskStatus.FAILED: "fg:ansired",
     TaskStatus.CANCELLED: "fg:ansimagenta",
     TaskStatus.PREEMPTED: "fg:ansibrightyellow",
+    TaskStatus.STOPPED: "fg:ansiblue",
 }
 
 
@@ -145,6 +146,8 @@ def status_text(task: Mapping[str, Any]) -> str:
         status = f"{status} (preempted by {by})"
     if task.get("cancelling"):
         return f"{status} (stopping)"
+    if task.get("stop_reason") and row_status(task) is TaskStatus.RUNNING:
+        return f"{status} (stopping early)"
     phase = str(task.get("phase") or "")
     if row_status(task) is TaskStatus.RUNNING and phase and phase != "running":
         return f"{status} ({phase})"
@@ -154,7 +157,9 @@ def status_text(task: Mapping[str, Any]) -> str:
 def _note(task: Mapping[str, Any]) -> str:
     if row_status(task) is TaskStatus.PENDING:
         return str(task.get("wait_reason") or "")
-    if row_status(task) in (TaskStatus.FAILED, TaskStatus.CANCELLED) and task.get("error"):
+    if row_status(task) in (TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.STOPPED) and task.get(
+        "error"
+    ):
         return str(task["error"])
     from ..tables import latest_metrics_text, task_latest_metrics  # cached per file: cheap every refresh
 
