@@ -47,9 +47,11 @@ from .notify import Notifier, NotifyStore
 from .ports import DeviceSource, Launcher
 from .store import LOG_FILE, CenterStore, EnvStore, LogBuffer
 
-__all__ = ["ANALYZER_CPUS_ENV", "CPUS_ENV", "Center"]
+__all__ = ["ANALYZER_CPUS_ENV", "CPUS_ENV", "ORPHAN_GRACE_S", "Center"]
 
 log = logging.getLogger(__name__)
+
+ORPHAN_GRACE_S = 60.0  # a supervisor younger than this may not be listed yet: not taken as gone
 
 
 class Center(SweepOps, ReportOps, ScheduleOps):
@@ -187,51 +189,78 @@ class Center(SweepOps, ReportOps, ScheduleOps):
                 elif record.status is TaskStatus.PREEMPTED or record.stop_reason:  # told again: the word
                     self.launcher.preempt(record.task_id)  # may not have arrived
                 continue
-            seg = package_segment(record)  # read once: it says both whether and how the run ended
-            if never_started(record, seg):  # the cluster went away before its run began: it waits again
-                reason = DRAINING_REASON if self.store.draining else ""
-                self._set(requeue(record, reason=reason), save=False)
-                self.log.write(
-                    f"{record.task_id} back in the queue: its supervisor ended before the run began"
-                )
-                continue
-            stopped_for = (isinstance(seg, Segment) and seg.status == "preempted") or (
-                record.kind is TaskKind.ANALYZE and record.status is TaskStatus.PREEMPTED
-            )
-            if stopped_for and not record.cancel_requested and record.stop_reason:  # stopped early by its
-                done = transition(record, TaskStatus.STOPPED, at=self.clock(), error=record.stop_reason)
-                self._set(done, save=False)  # sweep's rule, as it was told
-                self.log.write(f"{record.task_id} STOPPED (found after a restart): {record.stop_reason}")
-                continue
-            if stopped_for and not record.cancel_requested:
-                self._set(back_in_queue(record, self._resume_point(record.task_id)), save=False)
-                self.log.write(f"{record.task_id} back in the queue: preempted (found after a restart)")
-                continue
-            status, error = TaskStatus.FAILED, "its supervisor ended while the center was down"
-            if isinstance(seg, Segment) and seg.status == "succeeded":
-                status, error = TaskStatus.SUCCEEDED, ""
-            elif isinstance(seg, Segment) and seg.error:  # unreadable: its end stays unknown, FAILED as above
-                error = seg.error
-            elif isinstance(seg, Segment) and not seg.has_ended and self._node_lost(record):
-                # its node went away with the run and its supervisor: a retry, as any lost node
-                decision = retry_decision(
-                    record,
-                    error=f"its node {record.node} was lost",
-                    reason="node lost",
-                    resume_from=self._resume_point(record.task_id),
-                    margin=self.store.settings.margin,
-                    largest_mb=0,
-                )
-                if decision.log_line:
-                    self.log.write(decision.log_line)
-                if decision.record is not None:
-                    self._set(decision.record, save=False)
-                    continue
-                error = decision.error
-            self._set(transition(record, status, at=self.clock(), error=error), save=False)
-            self.log.write(f"{record.task_id} {status} (found after a restart)")
+            self._settle(record, "found after a restart")
         self.store.save()
         self.schedule()  # runs that ended while the center was down freed their GPUs
+
+    def check_supervisors(self) -> list[str]:
+        """While the center runs: a task launched more than :data:`ORPHAN_GRACE_S` ago whose supervisor
+        is gone without a report (killed, its process lost) ends as after a restart (:meth:`_settle`:
+        its end from its package, or back in the queue, or a retry). Returns those settled."""
+        alive = self.launcher.alive()  # a remote read: without the state lock
+        settled: list[str] = []
+        with self._lock:
+            now = self.clock()
+            for record in self._running():
+                launched = record.started_at if record.started_at is not None else now
+                if record.task_id in alive or now - launched < ORPHAN_GRACE_S:
+                    continue
+                fresh = self.store.tasks.get(record.task_id)  # its report may have come meanwhile
+                if fresh is None or not fresh.status.is_active():
+                    continue
+                log.warning("%s: its supervisor is gone without a report", record.task_id)
+                self._settle(fresh, "its supervisor was gone")
+                settled.append(record.task_id)
+            if settled:
+                self.store.save()
+        if settled:
+            self.schedule()
+        return settled
+
+    def _settle(self, record: TaskRecord, how: str) -> None:
+        """The end of active ``record`` whose supervisor is gone without a report (state lock held; not
+        saved): read from its package, ``how`` says when it was found."""
+        seg = package_segment(record)  # read once: it says both whether and how the run ended
+        if never_started(record, seg):  # the cluster went away before its run began: it waits again
+            reason = DRAINING_REASON if self.store.draining else ""
+            self._set(requeue(record, reason=reason), save=False)
+            self.log.write(f"{record.task_id} back in the queue: its supervisor ended before the run began")
+            return
+        stopped_for = (isinstance(seg, Segment) and seg.status == "preempted") or (
+            record.kind is TaskKind.ANALYZE and record.status is TaskStatus.PREEMPTED
+        )
+        if stopped_for and not record.cancel_requested and record.stop_reason:  # stopped early by its
+            done = transition(record, TaskStatus.STOPPED, at=self.clock(), error=record.stop_reason)
+            self._set(done, save=False)  # sweep's rule, as it was told
+            self.log.write(f"{record.task_id} STOPPED ({how}): {record.stop_reason}")
+            return
+        if stopped_for and not record.cancel_requested:
+            self._set(back_in_queue(record, self._resume_point(record.task_id)), save=False)
+            self.log.write(f"{record.task_id} back in the queue: preempted ({how})")
+            return
+        status, error = TaskStatus.FAILED, f"its supervisor ended without a report ({how})"
+        if isinstance(seg, Segment) and seg.status == "succeeded":
+            status, error = TaskStatus.SUCCEEDED, ""
+        elif isinstance(seg, Segment) and seg.error:  # unreadable: its end stays unknown, FAILED as above
+            error = seg.error
+        elif isinstance(seg, Segment) and not seg.has_ended and self._node_lost(record):
+            # its node went away with the run and its supervisor: a retry, as any lost node
+            decision = retry_decision(
+                record,
+                error=f"its node {record.node} was lost",
+                reason="node lost",
+                resume_from=self._resume_point(record.task_id),
+                margin=self.store.settings.margin,
+                largest_mb=0,
+            )
+            if decision.log_line:
+                self.log.write(decision.log_line)
+            if decision.record is not None:
+                self._set(decision.record, save=False)
+                return
+            error = decision.error
+        self._set(transition(record, status, at=self.clock(), error=error), save=False)
+        self.log.write(f"{record.task_id} {status} ({how})")
 
     def _node_lost(self, record: TaskRecord) -> bool:
         """Whether ``record``'s node is no longer among the cluster's nodes (a remote read)."""

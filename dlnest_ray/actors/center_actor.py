@@ -109,6 +109,7 @@ class CenterActor(Center):
             self._wake.wait(timeout=self.delay_s)
             self._wake.clear()
             try:
+                self.check_supervisors()  # one killed without a report would hold its GPUs for ever
                 self.schedule()
             except Exception as e:  # a failing pass (a node vanished mid-read) must not end the loop
                 log.exception("scheduling pass failed")

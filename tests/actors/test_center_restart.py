@@ -214,3 +214,29 @@ def test_state_file_is_json_with_every_task(center: Center, home: Path, project:
         (b, "RUNNING"),
         (c, "CANCELLED"),
     ]
+
+
+def test_a_supervisor_gone_without_a_report_is_noticed_while_the_center_runs(
+    center: Center, launcher: FakeLauncher, clock: Clock, project: Path
+):
+    """Issue 14's last gap: a supervisor killed while the center runs (no report) no longer holds its
+    GPUs until the next restart — the center's loop settles it from the package after a grace period."""
+    done, lost = (
+        center.run_train(str(project), memory_mb=12000),
+        center.run_train(str(project), memory_mb=12000),
+    )
+    waiting = center.run_train(str(project), memory_mb=12000)
+    pkg = SavePackage.open(info(center, done)["package"])
+    seg = pkg.begin_segment({"kind": "train", "task_id": done})
+    pkg.end_segment(seg, status="succeeded", finished_epoch=2)
+    launcher.running -= {done, lost}  # both supervisors gone; neither reported
+    clock.advance(30)
+    assert center.check_supervisors() == []  # too young to be taken as gone: Ray may not list it yet
+    clock.advance(31)
+    assert center.check_supervisors() == [done, lost]
+    assert status(center, done) == "SUCCEEDED"  # its package says how it ended
+    # it never started a rank: back in the queue, and launched again at once with the third one
+    assert [r.task_id for r in launcher.launched].count(lost) == 2
+    assert status(center, lost) == status(center, waiting) == "RUNNING"
+    log = "\n".join(center.get_dlnest_output(0)["lines"])
+    assert f"{done} SUCCEEDED (its supervisor was gone)" in log
