@@ -33,6 +33,8 @@ bench: $(STAMP)
 	$(PY) bench/packing.py
 	$(PY) bench/queue_latency.py
 	$(PY) bench/analyzer_latency.py
+	$(PY) bench/recovery.py
+	$(PY) bench/cli_latency.py
 
 clean-venv:
 	rm -rf $(VENV)

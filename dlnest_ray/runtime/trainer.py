@@ -205,6 +205,7 @@ class Trainer:
             return
         lc, st = c.life_cycle, self.status
         st.epoch = c.finished_epoch + 1
+        st.global_step = c.global_step  # a resumed run's first step already sees the checkpoint's count
         if skipped(lc.before_train()):
             lc.after_train()
             return

@@ -187,3 +187,35 @@ def test_tracks_follow_checkpoint_args(tmp_path):
     assert opened.checkpoint_ids() == expected
     assert ckpt_files(pkg) == [f"state_{i}.ckpt" for i in expected]
     assert opened.tracks.fast == (3,) and opened.tracks.consistent == (held[-1],)
+
+
+RECORD_GLOBAL_STEP = """
+
+_plain_run_one_step = Model.run_one_step
+
+
+def _recording_run_one_step(self, data, log, iter, epoch):
+    with open(self.args["global_step_file"], "a", encoding="utf-8") as f:
+        f.write(f"{self.status.global_step}\\n")
+    return _plain_run_one_step(self, data, log, iter, epoch)
+
+
+Model.run_one_step = _recording_run_one_step
+"""
+
+
+def test_a_resumed_run_sees_its_global_step_from_its_first_step(tmp_path):
+    """``self.status.global_step`` counts the steps before the current one, a resumed segment's first
+    step included (it was 0 there, then jumped to the checkpoint's count + 1)."""
+    seen = tmp_path / "steps.txt"
+    cfg = write_project(tmp_path / "proj", epochs=2, extra={"global_step_file": str(seen)})
+    with open(tmp_path / "proj" / "Model" / "Model.py", "a", encoding="utf-8") as f:
+        f.write(RECORD_GLOBAL_STEP)
+    part = SavePackage(cfg, write_freq(tmp_path / "one.json", epochs=1)).save_to_new_dir()
+    train(part, CPU)
+    steps = [int(x) for x in seen.read_text().split()]
+    assert steps == list(range(len(steps))) and len(steps) == 4  # 128 samples, batch 32
+    seen.unlink()
+    (part / "args.json").write_text(json.dumps({**json.loads((part / "args.json").read_text()), "epochs": 2}))
+    train(part, RESUME)
+    assert [int(x) for x in seen.read_text().split()] == [4, 5, 6, 7]
