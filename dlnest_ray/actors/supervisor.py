@@ -73,7 +73,9 @@ NODE_LOST = "node lost"
 WORKER_DIED = "worker died"
 PG_LOST = "placement group lost"
 OUT_OF_MEMORY = "out of memory"
-NODE_CHECK_S = 10.0  # how long a dead worker's node gets to show as gone before it counts as alive
+# How long a dead worker's node gets to show as gone: Ray's default verdict on a crashed node takes ~15 s
+# (5 health checks 3 s apart); a node whose monitor still answers counts as alive at once.
+NODE_CHECK_S = 20.0
 _OOM_LINE = re.compile(r"\bran out of (?:its \d+ MB|memory) on ")  # runtime.memory.out_of_memory_line
 _SIGNAL_NUMBER = re.compile(r"\bkilled by signal (\d+)\b", re.IGNORECASE)
 _SIGNAL_NAME = re.compile(r"\b(?:received|killed by|by signal)\s+(SIG[A-Z]+)\b")
