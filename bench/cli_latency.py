@@ -58,6 +58,9 @@ class Bench:
             "HOME": str(user),
             "DLNEST_MNIST_DIR": str(MNIST),
             "OMP_NUM_THREADS": "1",
+            # three runs and an analyzer on a 2-core machine: each holds half a CPU in Ray's accounting
+            "DLNEST_RAY_CPUS_PER_RANK": "0.5",
+            "DLNEST_RAY_ANALYZER_CPUS": "0.5",
         }
 
     def cli(self, *args: object, ray: bool = False, check: bool = True) -> tuple[float, str]:

@@ -46,6 +46,7 @@ from .center_sweeps import SweepOps
 from .notify import Notifier, NotifyStore
 from .ports import DeviceSource, Launcher
 from .store import LOG_FILE, CenterStore, EnvStore, LogBuffer
+from .task_rows import rows_with_metrics
 
 __all__ = ["ANALYZER_CPUS_ENV", "CPUS_ENV", "ORPHAN_GRACE_S", "Center"]
 
@@ -279,6 +280,11 @@ class Center(SweepOps, ReportOps, ScheduleOps):
         """Running and pending tasks in submit order; with ``include_finished``, every task."""
         with self._lock:
             return [r for r in self.store.tasks.values() if include_finished or not r.status.is_terminal()]
+
+    def task_rows(self, include_finished: bool = False) -> list[dict[str, Any]]:
+        """:meth:`get_task_info` as ``tasks`` rows with each started run's last metrics row (read here,
+        outside the state lock: the CLI on the fast path then needs no Parquet reader)."""
+        return rows_with_metrics(self.get_task_info(include_finished))
 
     def get_devices_info(self) -> list[DeviceInfo]:
         readings = self._readings()

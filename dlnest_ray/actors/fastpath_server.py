@@ -38,6 +38,7 @@ OPS = frozenset(
     {
         "ping",
         "get_task_info",
+        "task_rows",
         "get_devices_info",
         "get_settings",
         "center_state",

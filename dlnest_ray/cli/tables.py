@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..tasks import TaskKind, TaskRecord, TaskStatus
+from ..tasks import TaskRecord, TaskStatus
 
 __all__ = [
     "console",
@@ -232,23 +232,14 @@ _NOT_LOG = ("epoch", "step", "wall_time", "gpu_peak_mb")  # the memory column sh
 
 
 def task_latest_metrics(task: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The last metrics row of a training task that has started (running or ended), read from
-    ``<package>/metrics.parquet``; None for pending tasks, analyzers, tasks that never ran (a continue
-    deleted while pending would otherwise show the previous run's numbers) and packages without a
-    readable file. Never raises: pyarrow is imported here, on first use, not with the CLI."""
-    status = row_status(task)
-    if (
-        task.get("kind", "T") != TaskKind.TRAIN
-        or status in (None, TaskStatus.PENDING)
-        or task.get("started_at") is None
-    ):
-        return None
-    package = task.get("package")
-    if not package:
-        return None
-    from ..savepack.metrics import latest_metrics
+    """The last metrics row of a started training task (:func:`~..actors.task_rows.task_latest_metrics`);
+    a row that already carries ``latest_metrics`` (the center read it, on the fast path) gives that."""
+    if "latest_metrics" in task:
+        latest = task["latest_metrics"]
+        return dict(latest) if isinstance(latest, Mapping) else None
+    from ..actors.task_rows import task_latest_metrics as read
 
-    return latest_metrics(Path(str(package)))
+    return read(task)
 
 
 def _number(value: Any) -> str:

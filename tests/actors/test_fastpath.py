@@ -20,6 +20,7 @@ from dlnest_ray.actors import fastpath, fastpath_server
 from dlnest_ray.actors.center import Center
 from dlnest_ray.actors.fastpath import DISABLE_ENV, FastClient, FastPathDown, fast_client, socket_path
 from dlnest_ray.actors.fastpath_server import FastPathServer, peer_uid
+from dlnest_ray.actors.task_rows import rows_with_metrics
 from dlnest_ray.errors import DlnestError, PackageError
 
 
@@ -61,6 +62,7 @@ def test_the_same_answers_as_the_center_itself(
     ]
     assert client.task(tid).package == center.get_task_info()[0].package
     assert client.get_devices_info() == center.get_devices_info()
+    assert client.task_rows(True) == rows_with_metrics(center.get_task_info(True))  # `tasks`' rows
     assert client.get_settings() == center.get_settings()
     client.change_delay(7.5)
     assert center.get_settings().delay_s == 7.5 == client.get_settings().delay_s
