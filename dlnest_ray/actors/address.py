@@ -19,8 +19,8 @@ from typing import Any
 
 from ..errors import DlnestError
 from .auth import check_token_accepted, client_auth
+from .home import default_home
 from .names import NAMESPACE
-from .store import default_home
 
 __all__ = [
     "HEAD_FILE",

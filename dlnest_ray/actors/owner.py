@@ -33,9 +33,9 @@ from typing import Any, cast
 
 from ..errors import DlnestError
 from .auth import ensure_private_home
+from .home import default_home
 from .names import CENTER_NAME, NAMESPACE, center_exists, get_center
 from .procs import pid_alive
-from .store import default_home
 
 __all__ = ["OWNER_LOG", "ensure_center", "main"]
 

@@ -24,6 +24,7 @@ from ..scheduling.specs import DEFAULT_MARGIN
 from ..sweeps.records import SWEEP_PREFIX, SweepRecord
 from ..tasks import TaskKind, TaskRecord
 from .auth import ensure_private_home
+from .home import HOME_ENV, default_home
 
 __all__ = [
     "HOME_ENV",
@@ -36,13 +37,8 @@ __all__ = [
     "tail_lines",
 ]
 
-HOME_ENV = "DLNEST_RAY_HOME"
 STATE_FILE = "center.json"
 STATE_VERSION = 1
-
-
-def default_home() -> Path:
-    return Path(os.environ.get(HOME_ENV) or Path.home() / ".dlnest_ray").expanduser().resolve()
 
 
 @dataclass(kw_only=True)

@@ -34,7 +34,7 @@ ANALYZER_ID = re.compile(r"^A_\d+$")
 
 # ---------------------------------------------------------------------------------------------- CLI state
 def _state_path() -> Path:
-    from ..actors.store import default_home
+    from ..actors.home import default_home
 
     return default_home() / STATE_FILE
 

@@ -464,7 +464,7 @@ def run_shell(cli_command: Any, address: str | None = None) -> None:
     ``cli_command`` is the ``dlnest-ray`` click group whose commands the shell runs.
 
     Leaving never deletes or stops a task: the shell only reads and submits."""
-    from ...actors.store import default_home
+    from ...actors.home import default_home
     from ..cluster import connect_client
 
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
