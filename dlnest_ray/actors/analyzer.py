@@ -38,6 +38,8 @@ from .names import get_center
 
 log = logging.getLogger(__name__)
 
+PHASE_TIMEOUT_S = 5.0  # a busy/ready report to the center; a restarting center is not waited for longer
+
 __all__ = ["OUTPUT_FILE", "AnalyzerActor", "ExpInterrupted", "JobState", "ScriptFailed", "output_prefix"]
 
 OUTPUT_FILE = ANALYZE_OUTPUT_FILE  # <package>/_analyze_output.txt (savepack.layout owns the name)
@@ -304,12 +306,13 @@ class AnalyzerActor:
 
     def _tell_phase(self, phase: str) -> None:
         """Tell the center whether a script runs (``busy``) or none (``ready``): only an analyzer idle for
-        a while may be preempted. Without waiting; nothing to tell outside a cluster."""
+        a while may be preempted. Waited for (a few ms), so two reports never overtake each other in the
+        threaded center; nothing to tell outside a cluster."""
         try:
             import ray
 
             if ray.is_initialized():
-                get_center().task_phase.remote(self.task_id, phase)
+                ray.get(get_center().task_phase.remote(self.task_id, phase), timeout=PHASE_TIMEOUT_S)
         except Exception as e:  # the center restarts: the next script tells it again
             log.info("%s: could not tell the center it is %s: %s", self.task_id, phase, e)
 
