@@ -30,7 +30,7 @@ from typing import Any
 
 from ..errors import AnalysisError, UserCodeError
 from ..linebuffer import LineBuffer
-from ..savepack.layout import ANALYZE_OUTPUT_FILE
+from ..savepack.layout import ANALYZE_OUTPUT_FILE, output_prefix
 from ..scheduling.specs import Placement
 from ..tasks import TaskRecord
 from .jobs import ExpInterrupted, Job, JobState, ScriptFailed, format_failure, short_repr
@@ -44,18 +44,6 @@ __all__ = ["OUTPUT_FILE", "AnalyzerActor", "ExpInterrupted", "JobState", "Script
 
 OUTPUT_FILE = ANALYZE_OUTPUT_FILE  # <package>/_analyze_output.txt (savepack.layout owns the name)
 LINES_ENV = "DLNEST_RAY_ANALYZER_LINES"
-
-
-def output_prefix(task_id: str, submitted_at: float) -> str:
-    """How an analyzer's lines are marked in ``_analyze_output.txt``: ``[A_0003 mi8q3xk2] ``, the task id
-    and its submission time (ms, base 36). Ids are unique per center home only; the stamp keeps apart
-    analyzers of two homes (two clusters on shared storage, or a home started afresh) on one package."""
-    n, digits = max(0, round(submitted_at * 1000)), ""
-    while True:
-        n, d = divmod(n, 36)
-        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[d] + digits
-        if not n:
-            return f"[{task_id} {digits}] "
 
 
 class AnalyzerActor:

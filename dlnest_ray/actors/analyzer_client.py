@@ -13,9 +13,8 @@ from typing import Any
 
 from ..errors import DlnestError
 from ..linebuffer import read_prefixed
-from ..savepack.layout import analyze_output_path
+from ..savepack.layout import analyze_output_path, output_prefix
 from ..tasks import TaskKind, TaskRecord
-from .analyzer import output_prefix
 from .calls import ActorUnavailable, call
 from .jobs import JobState
 from .names import NAMESPACE

@@ -12,18 +12,14 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
-from typing import Any
 
-from ..errors import DlnestError
 from ..scheduling.specs import Holder
 from ..tasks import TaskKind, TaskRecord, TaskStatus, requeue, transition
 
 __all__ = [
     "ANALYZER_IDLE_S",
     "back_in_queue",
-    "checked_priority",
     "holder",
     "preempted",
     "preemptible",
@@ -31,16 +27,6 @@ __all__ = [
 
 ANALYZER_IDLE_S = 120.0  # an analyzer idle this long (no script running or queued) may be preempted
 IDLE_PHASE = "ready"  # an analyzer's phase while no script runs (``busy`` while one does)
-
-
-def checked_priority(value: Any, what: str = "--priority") -> int:
-    """``value`` as a priority (any whole number; a string of digits too), else a DlnestError naming
-    ``what`` and the value."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and re.fullmatch(r"\s*[-+]?[0-9]+\s*", value):
-        return int(value)
-    raise DlnestError(f"{what} {value!r} is not an integer: give a whole number (higher runs first)")
 
 
 def preemptible(record: TaskRecord, now: float) -> bool:

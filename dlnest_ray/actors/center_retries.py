@@ -15,11 +15,10 @@ it had, a retry could only fail the same way, and the run ends.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..errors import DlnestError
+from ..checks import checked_retries
 from ..tasks import TaskKind, TaskRecord, requeue
 
 __all__ = [
@@ -47,21 +46,6 @@ _SIGNAL = "killed by signal "
 def retryable(reason: str) -> bool:
     """Whether an attempt that ended for ``reason`` (as the supervisor names it) may be retried."""
     return reason in _RETRYABLE or (reason.startswith(_SIGNAL) and reason[len(_SIGNAL) :].isdigit())
-
-
-def checked_retries(value: Any, what: str = "--retries") -> int:
-    """``value`` as a number of retries (a whole number >= 0; a string of digits too), else a
-    DlnestError with one line naming ``what`` and the value."""
-    number: int | None = None
-    if isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    elif isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]+\s*", value):
-        number = int(value)
-    if number is None:
-        raise DlnestError(f"{what} {value!r} is not a number: give a whole number of retries (e.g. 2)")
-    if number < 0:
-        raise DlnestError(f"{what} must be 0 or more (got {number})")
-    return number
 
 
 def config_retries(args: dict[str, Any]) -> int | None:

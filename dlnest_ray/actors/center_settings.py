@@ -10,10 +10,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from ..checks import checked_retries
 from ..devices import GpuInfo
 from ..errors import DlnestError
 from ..records import SettingsInfo
-from .center_retries import checked_retries
 from .notify import NotifyStore, check_webhook, redact_url
 from .store import CenterStore, LogBuffer
 

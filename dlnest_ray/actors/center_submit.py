@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from ..checks import checked_priority, checked_retries
 from ..errors import DlnestError, PackageError
 from ..runenv import checked_env
 from ..savepack.facts import analyzer_memory_mb, find_scripts_dir, package_description
@@ -40,8 +41,7 @@ from .center_memory import (
     DEFAULT_SOURCE,
     choose_memory,
 )
-from .center_preempt import checked_priority
-from .center_retries import checked_retries, config_retries
+from .center_retries import config_retries
 from .notify import NOTIFY_KEY, NotifySettings, parse_notify
 
 __all__ = ["SubmitOps"]

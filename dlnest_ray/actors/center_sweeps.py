@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_json
+from ..checks import checked_retries
 from ..errors import DlnestError
 from ..runenv import checked_env
 from ..savepack import layout
@@ -38,7 +39,6 @@ from ..sweeps.plan import plan_sweep, spec_from_request
 from ..sweeps.records import SweepInfo, SweepRecord, SweepStop, SweepTrial
 from ..sweeps.stopping import TrialCurve, decide_stops, parse_rule
 from ..tasks import TaskRecord, TaskStatus, transition
-from .center_retries import checked_retries
 from .center_submit import SubmitOps
 from .notify import NOTIFY_KEY, parse_notify
 

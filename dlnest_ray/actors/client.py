@@ -12,16 +12,18 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import DlnestError
 from ..records import CenterState, DeviceInfo, SettingsInfo
 from ..runenv import captured_env
-from ..sweeps.records import SweepInfo
 from ..tasks import TaskRecord
 from .analyzer_client import AnalyzerOps
 from .calls import call
 from .names import NO_CLUSTER, get_center
+
+if TYPE_CHECKING:
+    from ..sweeps.records import SweepInfo
 
 __all__ = ["Client", "connect", "ensure_ray"]
 
@@ -106,7 +108,7 @@ class Client:
     def get_sweep(self, sweep_id: str) -> SweepInfo:
         """A sweep (``.record``: how it was asked for, its trials and their values, the stop rule's
         decisions) and its trials' task records now (``.tasks``)."""
-        return cast(SweepInfo, self._read("get_sweep", sweep_id))
+        return cast("SweepInfo", self._read("get_sweep", sweep_id))
 
     def get_sweeps(self) -> list[SweepInfo]:
         """Every sweep of the center, oldest first (as :meth:`get_sweep`)."""

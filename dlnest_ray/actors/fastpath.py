@@ -26,7 +26,6 @@ from typing import Any
 
 from ..errors import DlnestError
 from ..records import CenterState, DeviceInfo, SettingsInfo
-from ..sweeps.records import SweepInfo
 from ..tasks import TaskKind, TaskRecord
 from .analyzer_client import AnalyzerOps
 from .calls import ActorUnavailable
@@ -52,13 +51,20 @@ class FastPathDown(DlnestError):
     """Nobody answers on the socket (no center, or it is restarting): the request was not sent."""
 
 
+def _sweep_info() -> Any:
+    """:class:`~dlnest_ray.sweeps.records.SweepInfo`, imported when a sweep is read (not by every CLI run)."""
+    from ..sweeps.records import SweepInfo
+
+    return SweepInfo
+
+
 _DECODE: dict[str, Callable[[Any], Any]] = {
     "get_task_info": lambda rows: [TaskRecord.from_json(r) for r in rows],
     "get_devices_info": lambda rows: [DeviceInfo(**{**r, "tasks": tuple(r["tasks"])}) for r in rows],
     "get_settings": lambda d: SettingsInfo(**{**d, "disabled": tuple(d["disabled"])}),
     "center_state": lambda d: CenterState(**d),
-    "get_sweep": SweepInfo.from_json,
-    "get_sweeps": lambda rows: [SweepInfo.from_json(r) for r in rows],
+    "get_sweep": lambda d: _sweep_info().from_json(d),
+    "get_sweeps": lambda rows: [_sweep_info().from_json(r) for r in rows],
 }
 
 

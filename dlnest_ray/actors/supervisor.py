@@ -41,6 +41,7 @@ from ..runenv import ENV_NAMES_VAR
 from ..savepack.layout import (
     analyze_output_path,
     output_path,
+    output_prefix,
     parse_pid_record,
     pid_file,
     preempt_file,
@@ -48,7 +49,6 @@ from ..savepack.layout import (
 )
 from ..scheduling.specs import DEFAULT_MARGIN, Placement
 from ..tasks import TaskKind, TaskRecord, TaskStatus
-from .analyzer import output_prefix
 from .calls import task_error_cause
 from .names import NAMESPACE, get_center
 from .ray_ports import alive_nodes, full_node_id, monitor_for

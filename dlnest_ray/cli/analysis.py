@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..actors.center_preempt import checked_priority
 from ..actors.jobs import JobState
+from ..checks import checked_priority
 from ..errors import DlnestError
 from ..tasks import TaskStatus
 from .cluster import connect_client

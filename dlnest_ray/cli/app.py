@@ -1,12 +1,15 @@
 """The ``dlnest-ray`` application: command registration and the one error boundary.
 
 Importing this module must not import torch, ray, pyarrow or pynvml: commands import what they need
-inside their bodies, so ``dlnest-ray --help`` is instant.
+inside their bodies, so ``dlnest-ray --help`` is instant. A process registers only the command it runs
+(:func:`command_named`), so it imports only that command's module.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
+from importlib import import_module
 
 import typer
 
@@ -16,19 +19,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
     from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
 from ..errors import DlnestError
-from . import analysis, cluster, compare, foreground, metrics, project, queue, shell, sweep
-
-app = typer.Typer(
-    name="dlnest-ray",
-    help=(
-        "Queue, place, record, resume and analyze PyTorch training runs (the successor of DLNest).\n\n"
-        "Start with `dlnest-ray new DIR --mnist`, then `dlnest-ray train DIR/root_config.json`."
-    ),
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+from . import coercion
 
 
 def _version(value: bool) -> None:
@@ -53,7 +44,6 @@ def _token_file(value: str | None) -> None:
         os.environ[PATH_ENV] = str(readable_token_file(Path(value).expanduser().resolve()))
 
 
-@app.callback()
 def _root(
     version: bool = typer.Option(
         False, "--version", "-V", help="Print the version and exit.", callback=_version, is_eager=True
@@ -69,24 +59,87 @@ def _root(
     """Queue, place, record, resume and analyze PyTorch training runs (the successor of DLNest)."""
 
 
-app.command("new")(project.new)
-app.command("train")(foreground.train)
-app.command("analyze")(analysis.analyze)
-app.command("exp")(analysis.exp)
-app.command("up")(cluster.up)
-app.command("down")(cluster.down)
-app.command("run")(queue.run)
-app.command("continue")(queue.continue_)
-app.command("sweep")(sweep.sweep)
-app.command("tasks")(queue.tasks)
-app.command("devices")(queue.devices)
-app.command("del")(queue.delete)
-app.command("config")(queue.config)
-app.command("log")(queue.log)
-app.command("watch")(queue.watch)
-app.command("metrics")(metrics.metrics)
-app.command("compare")(compare.compare)
-app.command("shell")(shell.shell)
+# name → (module of dlnest_ray.cli, function), in the order `--help` lists them
+COMMANDS: dict[str, tuple[str, str]] = {
+    "new": ("project", "new"),
+    "train": ("foreground", "train"),
+    "analyze": ("analysis", "analyze"),
+    "exp": ("analysis", "exp"),
+    "up": ("cluster", "up"),
+    "down": ("cluster", "down"),
+    "run": ("queue", "run"),
+    "continue": ("queue", "continue_"),
+    "sweep": ("sweep", "sweep"),
+    "tasks": ("queue", "tasks"),
+    "devices": ("queue", "devices"),
+    "del": ("queue", "delete"),
+    "config": ("queue", "config"),
+    "log": ("queue", "log"),
+    "watch": ("queue", "watch"),
+    "metrics": ("metrics", "metrics"),
+    "compare": ("compare", "compare"),
+    "shell": ("shell", "shell"),
+}
+# commands that need the whole app: the shell runs every other command through its root group
+_WHOLE_APP = {"shell"}
+_ROOT_VALUE_OPTIONS = {"--token-file"}
+
+
+def build_app(only: str | None = None) -> typer.Typer:
+    """The CLI's Typer app: every command, or only the command ``only`` (the root options included).
+
+    Typer imports each registered command's module and inspects its signature; registering only the
+    command a process runs saves that for the others (issue 16: ``tasks`` should answer like ``squeue``).
+    """
+    application = typer.Typer(
+        name="dlnest-ray",
+        help=(
+            "Queue, place, record, resume and analyze PyTorch training runs (the successor of DLNest).\n\n"
+            "Start with `dlnest-ray new DIR --mnist`, then `dlnest-ray train DIR/root_config.json`."
+        ),
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    application.callback()(_root)
+    for name, (module, function) in COMMANDS.items():
+        if only is None or name == only:
+            application.command(name)(getattr(import_module(f"{__package__}.{module}"), function))
+    return application
+
+
+def command_named(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` runs when only that command's registration is needed, else None.
+
+    None (the whole app) for no command, an unknown one (click suggests the right one), a root option
+    other than ``--token-file`` before it (``--help``/``--version`` describe the whole app), and the shell.
+    """
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in _ROOT_VALUE_OPTIONS:
+            i += 2
+        elif any(arg.startswith(f"{option}=") for option in _ROOT_VALUE_OPTIONS):
+            i += 1
+        elif arg.startswith("-"):
+            return None
+        else:
+            return arg if arg in COMMANDS and arg not in _WHOLE_APP else None
+    return None
+
+
+_whole: typer.Typer | None = None
+
+
+def __getattr__(name: str) -> typer.Typer:
+    """``app``: the whole app, built on first use (tests and the shell's completion read it)."""
+    global _whole
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if _whole is None:
+        _whole = build_app()
+    return _whole
 
 
 def error_line(message: str) -> None:
@@ -95,9 +148,12 @@ def error_line(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI. A :class:`DlnestError` prints one red line and exits 1; Ctrl-C exits 130."""
-    command = typer.main.get_command(app)
+    coercion.install()  # no pydantic on a command's path (~150 ms of a `tasks`)
+    args = sys.argv[1:] if argv is None else list(argv)
+    only = command_named(args)
+    command = typer.main.get_command(build_app(only) if only else __getattr__("app"))
     try:
-        result = command.main(args=argv, prog_name="dlnest-ray", standalone_mode=False)
+        result = command.main(args=args, prog_name="dlnest-ray", standalone_mode=False)
     except DlnestError as e:
         error_line(str(e))
         sys.exit(1)

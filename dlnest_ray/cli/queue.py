@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..actors.center_preempt import checked_priority
-from ..actors.center_retries import checked_retries
+from ..checks import checked_priority, checked_retries
 from ..errors import DlnestError
 from ..runenv import parse_env_options
 from ..savepack.outputs import TaskSection, task_output_name

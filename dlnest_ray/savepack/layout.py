@@ -269,3 +269,15 @@ def trial_name(index: int, count: int) -> str:
     """The package folder of trial ``index`` (from 0) of ``count``: ``trial_01``... (1-based, padded so
     they sort in trial order)."""
     return f"trial_{index + 1:0{max(2, len(str(count)))}d}"
+
+
+def output_prefix(task_id: str, submitted_at: float) -> str:
+    """How an analyzer's lines are marked in ``_analyze_output.txt``: ``[A_0003 mi8q3xk2] ``, the task id
+    and its submission time (ms, base 36). Ids are unique per center home only; the stamp keeps apart
+    analyzers of two homes (two clusters on shared storage, or a home started afresh) on one package."""
+    n, digits = max(0, round(submitted_at * 1000)), ""
+    while True:
+        n, d = divmod(n, 36)
+        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[d] + digits
+        if not n:
+            return f"[{task_id} {digits}] "

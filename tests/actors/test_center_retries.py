@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from dlnest_ray.actors.center import Center
-from dlnest_ray.actors.center_retries import checked_retries, raised_memory_mb, retryable
+from dlnest_ray.actors.center_retries import raised_memory_mb, retryable
 from dlnest_ray.actors.ports import FakeDevices, FakeLauncher
+from dlnest_ray.checks import checked_retries
 from dlnest_ray.errors import DlnestError
 from dlnest_ray.savepack.package import SavePackage
 from dlnest_ray.tasks import TaskRecord, retry_label

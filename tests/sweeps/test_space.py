@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dlnest_ray.errors import DlnestError
-from dlnest_ray.sweeps import (
+from dlnest_ray.sweeps.space import (
     MAX_TRIALS,
     Choices,
     LogUniform,

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from dlnest_ray.sweeps import (
+from dlnest_ray.sweeps.stopping import (
+    FORMS,
     AshaRule,
     MedianRule,
     StopDecision,
@@ -15,7 +16,6 @@ from dlnest_ray.sweeps import (
     goal,
     parse_rule,
 )
-from dlnest_ray.sweeps.stopping import FORMS
 
 
 def curve(trial_id: str, *values: float | None, active: bool = True) -> TrialCurve:
