@@ -90,7 +90,9 @@ def main() -> None:
         package = train_package(root)
         import ray
 
-        from dlnest_ray.actors.client import NAMESPACE, Client, get_or_create_center
+        from dlnest_ray.actors.center_actor import get_or_create_center
+        from dlnest_ray.actors.client import Client
+        from dlnest_ray.actors.names import NAMESPACE
 
         ray.init(num_cpus=2, num_gpus=1, namespace=NAMESPACE, include_dashboard=False, log_to_driver=False)
         try:

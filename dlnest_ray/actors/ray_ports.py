@@ -21,6 +21,7 @@ from ..errors import DlnestError
 from .names import MONITOR_PREFIX, NAMESPACE
 from .ports import Reservations
 from .procs import pid_alive
+from .warm import WarmPool, spawn_warm, wait_warm, warm_enabled
 
 __all__ = ["DeviceMonitor", "RayDevices", "alive_nodes", "full_node_id", "monitor_for"]
 
@@ -31,13 +32,36 @@ log = logging.getLogger(__name__)
 
 
 class DeviceMonitor:
-    """Lives on one node (``num_cpus=0``): reads its GPUs, finds free ports, kills leftover processes."""
+    """Lives on one node (``num_cpus=0``): reads its GPUs, finds free ports, kills leftover processes,
+    and keeps the node's warm rank process (:mod:`.warm`; the first from its first device read on)."""
 
     def __init__(self) -> None:
         self.probe = default_probe()
+        self._warm: WarmPool | None = None
+
+    def _warm_pool(self) -> WarmPool:
+        if self._warm is None:
+            import ray
+
+            node_id = ray.get_runtime_context().get_node_id()
+            self._warm = WarmPool(lambda: spawn_warm(node_id), wait_warm, warm_enabled(os.environ))
+        return self._warm
+
+    def take_warm(self, run_env: dict[str, str]) -> tuple[Any, str]:
+        """This node's warm rank process for a run whose submitter's environment is ``run_env``:
+        ``(actor handle, "")``, the caller's from now on, or ``(None, why not)``. The next one starts."""
+        return self._warm_pool().take(run_env)
+
+    def warm_state(self) -> str:
+        """This node's warm rank process: ``off``, ``none``, ``starting`` or ``ready``."""
+        return self._warm_pool().state()
 
     def read(self, reserved: dict[int, int]) -> tuple[bool, list[dict[str, Any]]]:
         """(readings already subtract reservations, GPUs as dicts)."""
+        try:
+            self._warm_pool().refill()
+        except Exception as e:  # never let the warm process keep the GPUs from being read
+            log.warning("could not keep a warm rank process: %s: %s", type(e).__name__, e)
         return isinstance(self.probe, FakeProbe), [asdict(g) for g in self.probe.read(reserved)]
 
     def address(self) -> str:

@@ -31,7 +31,6 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -51,7 +50,9 @@ from ..scheduling.specs import DEFAULT_MARGIN, Placement
 from ..tasks import TaskKind, TaskRecord, TaskStatus
 from .calls import task_error_cause
 from .names import NAMESPACE, get_center
+from .rank import REPORT_TIMEOUT_S, rank_task
 from .ray_ports import alive_nodes, full_node_id, monitor_for
+from .warm import TAKE_TIMEOUT_S
 
 __all__ = ["GRACE_ENV", "RunSupervisor"]
 
@@ -60,7 +61,6 @@ log = logging.getLogger(__name__)
 GRACE_ENV = "DLNEST_RAY_CANCEL_GRACE_S"
 REPORT_PATIENCE_S = 600.0
 EXIT_GRACE_S = 15.0  # how long a rank's worker gets to exit by itself (and report its task) after its run
-REPORT_TIMEOUT_S = 30.0  # a rank's per-epoch memory report: the run waits at most this long for the center
 # Ray's accounting of a GPU a dlnest-ray task uses: a token share. The center's policy is what holds memory
 # (reservation and measured peak, for the whole run; right-sizing lowers it), and Ray cannot shrink a
 # placement group's share; the token still keeps Ray from handing the whole GPU to other Ray work.
@@ -114,46 +114,6 @@ def _group_placed(pg: Any) -> bool:
         return True
 
 
-def _rank_task(package: str, env: dict[str, str], **kwargs: Any) -> dict[str, object]:
-    """One rank as a Ray task. The run's environment (``CUDA_VISIBLE_DEVICES``, the DDP rendezvous) is
-    applied here, before torch starts CUDA, rather than as a Ray runtime env: a runtime env of its own
-    would make Ray spawn a new worker for every run (seconds of queue latency). Rank workers are killed
-    after their run, so a worker never carries one run's CUDA context or modules into the next."""
-    import sys
-
-    import ray
-
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_initialized():
-        raise RuntimeError("this Ray worker already initialised CUDA for other work; resubmit the run")
-    os.environ.update(env)
-    os.environ["DLNEST_RAY_NODE"] = ray.get_runtime_context().get_node_id()[:8]
-    from ..runtime.entry import run_rank  # torch comes in here, in the rank's process only
-
-    report_epochs = bool(kwargs.pop("report_epochs", False))  # a sweep's trial reports on CPU too
-    if kwargs.get("memory_cap_mb") is not None or report_epochs:
-        kwargs["memory_report"] = _memory_reporter(str(kwargs["task_id"]), int(kwargs["rank"]))
-    return run_rank(package, **kwargs)
-
-
-def _memory_reporter(task_id: str, rank: int) -> Callable[[int, int | None], int | None]:
-    """What a rank calls after each epoch: tells the center its peak and gets its reservation back
-    (right-sizing may have lowered it); a sweep's trial on CPU reports too (no peak), so its sweep's stop
-    rule is applied after each of its epochs. An unreachable center (restarting) leaves the cap as it is."""
-    import ray
-
-    def report(epoch: int, peak_mb: int | None) -> int | None:
-        try:
-            ref = get_center().rank_memory.remote(task_id, rank, epoch, peak_mb)
-            cap = int(ray.get(ref, timeout=REPORT_TIMEOUT_S))
-        except Exception as e:  # the run goes on with the cap it has; the next epoch reports again
-            log.warning("%s rank %d: could not report its memory: %s: %s", task_id, rank, type(e).__name__, e)
-            return None
-        return cap if cap > 0 else None
-
-    return report
-
-
 def _tail(path: Path, n: int = 20) -> list[str]:
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
@@ -171,6 +131,7 @@ class RunSupervisor:
         self._state = "starting"
         self.grace_s = float(os.environ.get(GRACE_ENV, "20"))
         self.cpus = self.record.cpus_per_rank  # decided at submit: the policy counted these CPUs
+        self._warm: Any = None  # the warm rank process (module warm) the rank runs in, if any
         # Supervise from the constructor, not from a method the center calls: Ray fate-shares a call
         # with its caller, so a center killed right after a launch would take the call with it.
         threading.Thread(target=self._main, name=f"supervise-{self.record.task_id}", daemon=True).start()
@@ -367,35 +328,39 @@ class RunSupervisor:
             master = (ray.get(monitor.address.remote()), ray.get(monitor.free_port.remote()))
         frac = self._gpu_share()
         margin = self._margin()
-        # max_calls=1: the rank's worker exits after the run, so no CUDA context or user module outlives
-        # it, and exits by itself, so Ray hears how its task ended (killed, it would show it as failed)
-        remote: Any = ray.remote(max_calls=1)(cast(Any, _rank_task))
-        refs = []
-        for r in range(rec.world_size):
-            refs.append(
+        kwargs: dict[str, Any] = {
+            "task_id": rec.task_id,
+            "resume": rec.resume,
+            "ckpt_id": rec.ckpt_id,
+            "threads": max(1, int(self.cpus)),
+            "cpu": rec.placement is Placement.CPU,
+            "description": rec.description,
+            "memory_cap_mb": rec.mb_per_gpu if rec.gpus else None,
+            "report_epochs": bool(rec.sweep),
+            "memory_margin": margin,
+            "attempt": rec.attempt,
+            "retry_reason": rec.attempt_reasons[-1] if rec.attempt > 1 and rec.attempt_reasons else "",
+        }
+        warm = self._take_warm(pg) if rec.world_size == 1 else None
+        if warm is not None:
+            self._warm = warm
+            name = f"{rec.task_id} {rec.name} rank0".strip()
+            refs = [warm.run.options(name=name).remote(rec.package, self._env(0, master), rank=0, **kwargs)]
+        else:
+            # max_calls=1: the rank's worker exits after the run, so no CUDA context or user module
+            # outlives it, and exits by itself, so Ray hears how its task ended (killed, it would show
+            # it as failed)
+            remote: Any = ray.remote(max_calls=1)(cast(Any, rank_task))
+            refs = [
                 remote.options(
                     name=f"{rec.task_id} {rec.name} rank{r}".strip(),
                     num_cpus=self.cpus,
                     num_gpus=frac,
                     max_retries=0,
                     scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=r),
-                ).remote(
-                    rec.package,
-                    self._env(r, master),
-                    task_id=rec.task_id,
-                    rank=r,
-                    resume=rec.resume,
-                    ckpt_id=rec.ckpt_id,
-                    threads=max(1, int(self.cpus)),
-                    cpu=rec.placement is Placement.CPU,
-                    description=rec.description,
-                    memory_cap_mb=rec.mb_per_gpu if rec.gpus else None,
-                    report_epochs=bool(rec.sweep),
-                    memory_margin=margin,
-                    attempt=rec.attempt,
-                    retry_reason=rec.attempt_reasons[-1] if rec.attempt > 1 and rec.attempt_reasons else "",
-                )
-            )
+                ).remote(rec.package, self._env(r, master), rank=r, **kwargs)
+                for r in range(rec.world_size)
+            ]
         self._set_state("running")
         grace = EXIT_GRACE_S
         try:
@@ -404,7 +369,45 @@ class RunSupervisor:
                 grace = 0.0  # force-cancelled or lost ranks are gone or going: kill what is left at once
             return status, error, failing, reason
         finally:
+            self._end_warm(force=grace == 0.0)  # a warm process runs one rank: it exits now, as a worker
             self._kill_groups(grace)  # the ranks' workers and whatever they started: no rank outlives it
+
+    def _take_warm(self, pg: Any) -> Any:
+        """The warm rank process of the node the group is placed on, when one is ready and suits the run
+        (:mod:`.warm`); else None: the rank starts cold, and the log says why."""
+        import ray
+        from ray.util.placement_group import placement_group_table
+
+        rec = self.record
+        try:
+            node = str(placement_group_table(pg)["bundles_to_node_id"][0])
+            ref = monitor_for(node).take_warm.remote(self.user_env)
+            warm, why = ray.get(ref, timeout=TAKE_TIMEOUT_S)
+        except Exception as e:  # the monitor is busy or gone: a cold start costs seconds, never the run
+            log.info(
+                "%s: no warm rank process (%s: %s); the rank starts cold", rec.task_id, type(e).__name__, e
+            )
+            return None
+        if warm is None:
+            log.info("%s: the rank starts cold: %s", rec.task_id, why)
+            return None
+        log.info("%s: the rank starts in the warm rank process of node %s", rec.task_id, node[:8])
+        return warm
+
+    def _end_warm(self, force: bool) -> None:
+        """End the warm process the rank ran in: it exits by itself after its rank (``force``: killed)."""
+        warm, self._warm = self._warm, None
+        if warm is None:
+            return
+        import ray
+
+        try:
+            if force:
+                ray.kill(warm, no_restart=True)
+            else:
+                warm.__ray_terminate__.remote()
+        except Exception as e:  # it is gone already; its process group is killed next anyway
+            log.info("%s: ending the warm rank process: %s: %s", self.record.task_id, type(e).__name__, e)
 
     def _margin(self) -> float:
         """The center's memory margin (for a rank's out-of-memory advice); the default when unreachable."""
@@ -502,6 +505,9 @@ class RunSupervisor:
         deadline = time.monotonic() + self.grace_s
         while pending and time.monotonic() < deadline:
             _, pending = ray.wait(pending, num_returns=len(pending), timeout=min(1.0, self.grace_s))
+        if pending and self._warm is not None:  # an actor task cannot be force-cancelled: end its process
+            self._end_warm(force=True)
+            return
         for ref in pending:
             try:
                 ray.cancel(ref, force=True)

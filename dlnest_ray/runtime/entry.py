@@ -37,6 +37,7 @@ def run_rank(
     memory_report: Callable[[int, int | None], int | None] | None = None,
     attempt: int = 1,
     retry_reason: str = "",
+    warm_start: bool = False,
 ) -> dict[str, object]:
     """Train this rank; returns ``{"finished_epoch"}``. ``memory_cap_mb``: the rank's reservation on its
     GPU (its allocator is capped there); ``memory_report(epoch, peak_mb)``: called after each epoch, it
@@ -44,7 +45,7 @@ def run_rank(
     :class:`~dlnest_ray.errors.RunStopped` when the run was asked to stop: Ray then shows the rank task
     as failed with that message (as it shows a task it cancelled), never as finished. ``attempt`` > 1:
     a retry of the task (``retry_reason``: why the attempt before ended), said in the output and the
-    segment."""
+    segment. ``warm_start``: the rank runs in a warm rank process (said in the segment)."""
     import torch
 
     from .trainer import PreemptRequested, StopRequested, TrainOptions, train
@@ -75,6 +76,7 @@ def run_rank(
                 memory_report=memory_report,
                 attempt=attempt,
                 retry_reason=retry_reason,
+                warm_start=warm_start,
             ),
         )
         return {"finished_epoch": result.finished_epoch}

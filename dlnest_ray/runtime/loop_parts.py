@@ -70,6 +70,7 @@ class TrainOptions:
     # a queued task's retry (issue 14): its attempt (1: the first) and why the attempt before ended
     attempt: int = 1
     retry_reason: str = ""
+    warm_start: bool = False  # the rank started in a warm rank process (actors/warm.py): said in the segment
 
 
 class StopRequested(KeyboardInterrupt):

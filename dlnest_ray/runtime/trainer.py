@@ -572,7 +572,7 @@ class Trainer:
         for a run outside the queue."""
         if not self.opts.task_id:
             return {}
-        info: dict[str, Any] = {"attempt": self.opts.attempt}
+        info: dict[str, Any] = {"attempt": self.opts.attempt, "warm_start": self.opts.warm_start}
         if self.opts.attempt > 1:
             info["retry_reason"] = self.opts.retry_reason
         return info

@@ -296,3 +296,43 @@ def test_a_run_that_outgrows_its_reservation_fails_alone_and_says_what_to_ask(
     )
     assert done[c]["peak_mb"] == 5300  # what it reached, from its package: `tasks` shows 4000 → 5300 MB
     assert done[d]["status"] == "SUCCEEDED", done[d]["error"]
+
+
+def _warm_state() -> str:
+    import ray
+
+    from dlnest_ray.actors.ray_ports import alive_nodes, monitor_for
+
+    (full,) = alive_nodes().values()
+    return str(ray.get(monitor_for(full).warm_state.remote(), timeout=30))
+
+
+def test_single_rank_runs_start_in_the_warm_rank_process(client: Any, tmp_path: Path) -> None:
+    """Issue 16: a single-rank run starts in the node's warm rank process (torch imported ahead; its
+    segment says ``warm_start``) and the monitor starts the next one; a run whose environment sets a
+    variable torch reads at import starts cold in a fresh worker; a warm run deleted while it trains is
+    CANCELLED and its process is gone."""
+    cfg = write_project(tmp_path / "p", epochs=1)
+    wait_for(lambda: _warm_state() == "ready", 180, "the node's warm rank process")
+    warm = client.run_train(str(cfg), memory_mb=1000)
+    cold = client.run_train(str(cfg), memory_mb=1000, env={"TORCH_SHOW_CPP_STACKTRACES": "1"})
+    done = wait_done(client, [warm, cold])
+    assert [done[t]["status"] for t in (warm, cold)] == ["SUCCEEDED"] * 2, [
+        done[t]["error"] for t in (warm, cold)
+    ]
+    starts = [SavePackage.open(done[t]["package"]).meta["segments"][-1]["warm_start"] for t in (warm, cold)]
+    assert starts == [True, False]
+
+    wait_for(lambda: _warm_state() == "ready", 180, "the next warm rank process")
+    long = write_project(tmp_path / "long", epochs=50, step_sleep_s=0.05)
+    tid = client.run_train(str(long), memory_mb=1000)
+    package = Path(tasks(client)[tid]["package"])
+    wait_for(lambda: SavePackage.open(package).checkpoint_ids() != [], 120, "a first checkpoint")
+    (record,) = [
+        layout.parse_pid_record(f.read_text()) for f in (package / ".dlnest_run").glob(f"{tid}.rank*.pgid")
+    ]
+    client.del_task(tid)
+    done = wait_done(client, [tid], timeout=60)
+    assert done[tid]["status"] == "CANCELLED"
+    assert SavePackage.open(package).meta["segments"][-1]["warm_start"] is True
+    wait_for(lambda: not _group_alive(record[0]), 15, "the warm process to be gone")
