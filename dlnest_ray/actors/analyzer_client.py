@@ -28,26 +28,24 @@ class AnalyzerOps:
     def __init__(self, task: Callable[[str], TaskRecord]) -> None:
         self.task = task
         self._analyzers: dict[str, Any] = {}
+        self.keep_handles = True  # a handle found once is used again (a subclass may ask each time)
 
     def analyzer(
         self, task_id: str, *, wait: bool = False, on_wait: Callable[[str], None] | None = None
     ) -> Any:
         """The analyzer actor of ``task_id``. With ``wait``, a pending or loading task is waited for
         (``on_wait(reason)`` is called when the reason changes); an ended one is a DlnestError."""
-        import ray
-
         if TaskKind.of(task_id) is not TaskKind.ANALYZE:
             raise DlnestError(f"{task_id} is not an analyzer (analyzer task ids start with A_)")
         if task_id in self._analyzers:
             return self._analyzers[task_id]
         said = None
         while True:
-            try:
-                handle = ray.get_actor(task_id, namespace=NAMESPACE)
-                self._analyzers[task_id] = handle
+            handle = self._find(task_id)
+            if handle is not None:
+                if self.keep_handles:
+                    self._analyzers[task_id] = handle
                 return handle
-            except ValueError:
-                pass
             task = self.task(task_id)
             status = task.status
             if status.is_terminal():
@@ -63,6 +61,15 @@ class AnalyzerOps:
                 on_wait(reason)
                 said = reason
             time.sleep(0.25)
+
+    def _find(self, task_id: str) -> Any:
+        """The analyzer's actor handle when it runs, else None (a subclass may reach it another way)."""
+        import ray
+
+        try:
+            return ray.get_actor(task_id, namespace=NAMESPACE)
+        except ValueError:  # not created yet, or gone: the task record says which
+            return None
 
     def _acall(self, task_id: str, method: str, *args: Any, **kwargs: Any) -> Any:
         handle = self.analyzer(task_id)

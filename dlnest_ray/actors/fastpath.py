@@ -26,7 +26,7 @@ from typing import Any
 
 from ..errors import DlnestError
 from ..records import CenterState, DeviceInfo, SettingsInfo
-from ..tasks import TaskKind, TaskRecord
+from ..tasks import TaskRecord
 from .analyzer_client import AnalyzerOps
 from .calls import ActorUnavailable
 from .client import READ_RETRY_S, Client
@@ -150,35 +150,11 @@ class FastAnalyzerOps(AnalyzerOps):
     def __init__(self, client: FastClient) -> None:
         super().__init__(client.task)
         self.client = client
+        self.keep_handles = False  # ask the center each time: a preempted analyzer is waited for again
 
-    def analyzer(
-        self, task_id: str, *, wait: bool = False, on_wait: Callable[[str], None] | None = None
-    ) -> Any:
-        """``task_id`` when its analyzer actor runs; waits as :meth:`AnalyzerOps.analyzer` does."""
-        if TaskKind.of(task_id) is not TaskKind.ANALYZE:
-            raise DlnestError(f"{task_id} is not an analyzer (analyzer task ids start with A_)")
-        said = None
-        while True:
-            if self.client.call("analyzer_alive", task_id):
-                return task_id
-            task = self.task(task_id)
-            if task.status.is_terminal():
-                error = f": {task.error}" if task.error else ""
-                from ..savepack.layout import analyze_output_path
-
-                raise DlnestError(
-                    f"{task_id} has ended ({task.status}{error}); its output stays in "
-                    f"{analyze_output_path(task.package)} (`dlnest-ray watch {task_id}`)"
-                )
-            reason = task.wait_reason or task.phase or task.status.value.lower()
-            if not wait:
-                raise DlnestError(
-                    f"{task_id} is not started yet ({task.status}: {reason}); try again shortly"
-                )
-            if on_wait is not None and reason != said:
-                on_wait(reason)
-                said = reason
-            time.sleep(0.25)
+    def _find(self, task_id: str) -> Any:
+        """``task_id`` (what the center's ``analyzer_call`` takes) when its analyzer actor runs, else None."""
+        return task_id if self.client.call("analyzer_alive", task_id) else None
 
     def _acall(self, task_id: str, method: str, *args: Any, **kwargs: Any) -> Any:
         return self.client.call("analyzer_call", task_id, method, list(args), kwargs)
