@@ -170,6 +170,12 @@ class ReportOps(CenterCore):
         """Reservations went down or estimates changed: place waiting tasks into what was freed."""
         self.schedule()
 
+    def task_note(self, task_id: str, line: str) -> None:
+        """A task's supervisor says something about it for the log (e.g. how its rank started)."""
+        with self._lock:
+            if task_id in self.store.tasks:
+                self.log.write(f"{task_id} {line}")
+
     def task_phase(self, task_id: str, phase: str) -> None:
         """A running task's supervisor says where it is (e.g. waiting for Ray to free resources)."""
         with self._lock:

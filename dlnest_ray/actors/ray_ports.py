@@ -33,11 +33,18 @@ log = logging.getLogger(__name__)
 
 class DeviceMonitor:
     """Lives on one node (``num_cpus=0``): reads its GPUs, finds free ports, kills leftover processes,
-    and keeps the node's warm rank process (:mod:`.warm`; the first from its first device read on)."""
+    and keeps the node's warm rank process (:mod:`.warm`: the first is started with the monitor)."""
 
     def __init__(self) -> None:
         self.probe = default_probe()
         self._warm: WarmPool | None = None
+        self._refill_warm()
+
+    def _refill_warm(self) -> None:
+        try:
+            self._warm_pool().refill()
+        except Exception as e:  # never let the warm process keep the monitor from its other work
+            log.warning("could not keep a warm rank process: %s: %s", type(e).__name__, e)
 
     def _warm_pool(self) -> WarmPool:
         if self._warm is None:
@@ -58,10 +65,7 @@ class DeviceMonitor:
 
     def read(self, reserved: dict[int, int]) -> tuple[bool, list[dict[str, Any]]]:
         """(readings already subtract reservations, GPUs as dicts)."""
-        try:
-            self._warm_pool().refill()
-        except Exception as e:  # never let the warm process keep the GPUs from being read
-            log.warning("could not keep a warm rank process: %s: %s", type(e).__name__, e)
+        self._refill_warm()  # one that died, or could not start before, is started again
         return isinstance(self.probe, FakeProbe), [asdict(g) for g in self.probe.read(reserved)]
 
     def address(self) -> str:

@@ -378,21 +378,25 @@ class RunSupervisor:
         import ray
         from ray.util.placement_group import placement_group_table
 
-        rec = self.record
         try:
             node = str(placement_group_table(pg)["bundles_to_node_id"][0])
             ref = monitor_for(node).take_warm.remote(self.user_env)
             warm, why = ray.get(ref, timeout=TAKE_TIMEOUT_S)
         except Exception as e:  # the monitor is busy or gone: a cold start costs seconds, never the run
-            log.info(
-                "%s: no warm rank process (%s: %s); the rank starts cold", rec.task_id, type(e).__name__, e
-            )
-            return None
+            warm, why = None, f"the node's monitor did not answer ({type(e).__name__}: {e})"
         if warm is None:
-            log.info("%s: the rank starts cold: %s", rec.task_id, why)
+            self._note(f"starts cold: {why}")
             return None
-        log.info("%s: the rank starts in the warm rank process of node %s", rec.task_id, node[:8])
+        self._note(f"starts in the warm rank process of {node[:8]} (torch already imported)")
         return warm
+
+    def _note(self, line: str) -> None:
+        """A line about this task for the center's log (and this actor's); never waits for the center."""
+        log.info("%s %s", self.record.task_id, line)
+        try:
+            get_center().task_note.remote(self.record.task_id, line)
+        except Exception as e:  # the center restarts: the line stays in this actor's log
+            log.info("%s: could not tell the center: %s: %s", self.record.task_id, type(e).__name__, e)
 
     def _end_warm(self, force: bool) -> None:
         """End the warm process the rank ran in: it exits by itself after its rank (``force``: killed)."""

@@ -314,14 +314,20 @@ def test_single_rank_runs_start_in_the_warm_rank_process(client: Any, tmp_path: 
     CANCELLED and its process is gone."""
     cfg = write_project(tmp_path / "p", epochs=1)
     wait_for(lambda: _warm_state() == "ready", 180, "the node's warm rank process")
-    warm = client.run_train(str(cfg), memory_mb=1000)
+    # the cold one first: it leaves the warm process to the next run (one at a time, so the reasons are sure)
     cold = client.run_train(str(cfg), memory_mb=1000, env={"TORCH_SHOW_CPP_STACKTRACES": "1"})
+    wait_done(client, [cold])
+    warm = client.run_train(str(cfg), memory_mb=1000)
     done = wait_done(client, [warm, cold])
     assert [done[t]["status"] for t in (warm, cold)] == ["SUCCEEDED"] * 2, [
         done[t]["error"] for t in (warm, cold)
     ]
     starts = [SavePackage.open(done[t]["package"]).meta["segments"][-1]["warm_start"] for t in (warm, cold)]
     assert starts == [True, False]
+    lines = client.get_dlnest_output(0)["lines"]
+    assert any(f"{warm} starts in the warm rank process of " in line for line in lines), lines
+    why = "starts cold: the run sets TORCH_SHOW_CPP_STACKTRACES='1', which torch reads at import"
+    assert any(f"{cold} {why}" in line for line in lines), lines
 
     wait_for(lambda: _warm_state() == "ready", 180, "the next warm rank process")
     long = write_project(tmp_path / "long", epochs=50, step_sleep_s=0.05)
