@@ -10,7 +10,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,10 @@ import pytest
 from dlnest_ray.savepack.package import SavePackage
 from tests.cli.helpers import Cli
 from tests.projects import write_project
+from tests.ray.local_cluster import TERMINAL, tasks, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
 ENV = {
     "DLNEST_RAY_FAKE_GPUS": "2x16000",
     "DLNEST_RAY_CANCEL_GRACE_S": "5",
@@ -60,19 +60,6 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-
-def tasks(client: Any) -> dict[str, dict[str, Any]]:
-    return {t["task_id"]: t for t in [t.to_row() for t in client.get_task_info(include_finished=True)]}
-
-
-def wait_for(pred: Callable[[], bool], timeout: float = 180.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def run(*args: object, out: io.StringIO | None = None) -> Cli:

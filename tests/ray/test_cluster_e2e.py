@@ -15,35 +15,15 @@ from dlnest_ray.errors import DlnestError
 from dlnest_ray.savepack import layout
 from dlnest_ray.savepack.package import SavePackage
 from tests.projects import write_project
-from tests.ray.local_cluster import local_client
+from tests.ray.local_cluster import local_client, tasks, wait_done, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-
-TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     with local_client(tmp_path_factory.mktemp("home"), num_cpus=2) as c:
         yield c
-
-
-def tasks(client: Any) -> dict[str, dict[str, Any]]:
-    return {t["task_id"]: t for t in [t.to_row() for t in client.get_task_info(include_finished=True)]}
-
-
-def wait_for(pred: Callable[[], bool], timeout: float = 120.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def wait_done(client: Any, ids: list[str], timeout: float = 180.0) -> dict[str, dict[str, Any]]:
-    wait_for(lambda: all(tasks(client)[i]["status"] in TERMINAL for i in ids), timeout, f"{ids} to end")
-    return tasks(client)
 
 
 def node_of(client: Any) -> str:

@@ -20,38 +20,11 @@ import pytest
 from dlnest_ray.savepack import layout
 from dlnest_ray.savepack.package import SavePackage
 from tests.projects import assert_same_state, first_module, write_project
-from tests.ray.local_cluster import local_client
+from tests.ray.local_cluster import local_client, tasks, wait_done, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
 RUN = {"epochs": 6, "step_sleep_s": 0.15}  # long enough to be interrupted after its first checkpoint
-
-
-def tasks(client: Any) -> dict[str, dict[str, Any]]:
-    return {t["task_id"]: t for t in [t.to_row() for t in client.get_task_info(include_finished=True)]}
-
-
-def wait_for(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def wait_done(client: Any, ids: list[str], timeout: float = 150.0) -> dict[str, dict[str, Any]]:
-    try:
-        wait_for(lambda: all(tasks(client)[i]["status"] in TERMINAL for i in ids), timeout, f"{ids} to end")
-    except AssertionError:  # say where each task is and what the center said
-        rows = tasks(client)
-        where = [
-            {k: rows[i][k] for k in ("task_id", "status", "phase", "wait_reason", "attempt")} for i in ids
-        ]
-        log = client.get_dlnest_output(0)["lines"][-15:]
-        raise AssertionError(f"timed out waiting for {ids} to end: {where}; log: {log}") from None
-    return tasks(client)
 
 
 def has_checkpoint(client: Any, task_id: str) -> Callable[[], bool]:

@@ -10,8 +10,7 @@ import gzip
 import json
 import os
 import struct
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,36 +20,11 @@ import pytest
 from dlnest_ray.project import create_project
 from dlnest_ray.savepack import layout
 from dlnest_ray.savepack.package import SavePackage
-from tests.ray.local_cluster import local_client
+from tests.ray.local_cluster import local_client, tasks, wait_done, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "STOPPED"}
 SMALL = {"channels": [8, 16], "hidden": 32}  # a small CNN: an epoch of 2,000 images in a second or two
-
-
-def tasks(client: Any) -> dict[str, dict[str, Any]]:
-    return {t["task_id"]: t for t in [t.to_row() for t in client.get_task_info(include_finished=True)]}
-
-
-def wait_for(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def wait_done(client: Any, ids: list[str], timeout: float = 180.0) -> dict[str, dict[str, Any]]:
-    try:
-        wait_for(lambda: all(tasks(client)[i]["status"] in TERMINAL for i in ids), timeout, f"{ids} to end")
-    except AssertionError:
-        rows = tasks(client)
-        where = [{k: rows[i][k] for k in ("task_id", "status", "phase", "wait_reason")} for i in ids]
-        log = client.get_dlnest_output(0)["lines"][-20:]
-        raise AssertionError(f"timed out waiting for {ids} to end: {where}; log: {log}") from None
-    return tasks(client)
 
 
 def _idx(path: Path, data: np.ndarray, magic: int) -> None:
