@@ -131,6 +131,11 @@ class Client:
                 return t
         raise DlnestError(f"no task {task_id!r}; `dlnest-ray tasks --all` lists them")
 
+    def task_rows(self, include_finished: bool = False) -> list[dict[str, Any]]:
+        """``tasks``' rows (``TaskRecord.to_row()``) with ``latest_metrics``: each started run's last
+        metrics row, read by the center (:mod:`.task_rows`), so the caller needs no Parquet reader."""
+        return list(self._read("task_rows", include_finished))
+
     def get_devices_info(self) -> list[DeviceInfo]:
         return list(self._read("get_devices_info"))
 

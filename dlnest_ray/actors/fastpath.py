@@ -136,10 +136,6 @@ class FastClient(Client):
     def _change(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
         return self.call(name, *args, **kwargs)
 
-    def task_rows(self, include_finished: bool = False) -> list[dict[str, Any]]:
-        """``tasks``' rows with ``latest_metrics``, read by the center (:mod:`.task_rows`)."""
-        return list(self.call("task_rows", include_finished))
-
     def ping(self) -> bool:
         return bool(self.call("ping") == "ok")
 

@@ -136,18 +136,23 @@ class WarmPool:
         if not self.enabled:
             return "off"
         with self._lock:
-            if self._current is None:
-                return "none"
-            if self._info is None:
-                try:
-                    self._info = dict(self._wait(self._current[1], 0.0))
-                except TimeoutError:
-                    return "starting"
-                except Exception as e:  # it died: the next refill or take starts another
-                    log.warning("a warm rank process failed: %s: %s", type(e).__name__, e)
-                    self._current = None
-                    return "none"
-            return "ready"
+            return self._check()[0]
+
+    def _check(self) -> tuple[str, str]:
+        """(state, why it is not ready) of the current warm process; the lock is held. A warm-up that
+        failed is forgotten (the next refill starts another)."""
+        if self._current is None:
+            return "none", "no warm process is ready yet"
+        if self._info is None:
+            try:
+                self._info = dict(self._wait(self._current[1], 0.0))
+            except TimeoutError:
+                return "starting", "the warm process is still importing torch"
+            except Exception as e:
+                log.warning("a warm rank process failed: %s: %s", type(e).__name__, e)
+                self._current = None
+                return "none", f"the warm process failed ({type(e).__name__})"
+        return "ready", ""
 
     def take(self, run_env: Mapping[str, str]) -> tuple[Any, str]:
         """``(handle, "")`` when a warm process is ready and suits ``run_env`` (it is then the caller's,
@@ -160,18 +165,11 @@ class WarmPool:
         return handle, why
 
     def _take(self, run_env: Mapping[str, str]) -> tuple[Any, str]:
-        if self._current is None:
-            return None, "no warm process is ready yet"
-        handle, ready = self._current
-        if self._info is None:
-            try:
-                self._info = dict(self._wait(ready, 0.0))
-            except TimeoutError:
-                return None, "the warm process is still importing torch"
-            except Exception as e:  # it died: the next refill starts another
-                log.warning("a warm rank process failed: %s: %s", type(e).__name__, e)
-                self._current = None
-                return None, f"the warm process failed ({type(e).__name__})"
+        state, why = self._check()
+        if state != "ready":
+            return None, why
+        assert self._current is not None and self._info is not None
+        handle = self._current[0]
         why = warm_mismatch(run_env, self._info.get("env", {}))
         if why:
             return None, why

@@ -132,14 +132,19 @@ def command_named(argv: Sequence[str]) -> str | None:
 _whole: typer.Typer | None = None
 
 
-def __getattr__(name: str) -> typer.Typer:
-    """``app``: the whole app, built on first use (tests and the shell's completion read it)."""
+def whole_app() -> typer.Typer:
+    """The app with every command, built once per process."""
     global _whole
-    if name != "app":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     if _whole is None:
         _whole = build_app()
     return _whole
+
+
+def __getattr__(name: str) -> typer.Typer:
+    """``app``: the whole app, built on first use (tests and the shell's completion read it)."""
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return whole_app()
 
 
 def error_line(message: str) -> None:
@@ -151,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     coercion.install()  # no pydantic on a command's path (~150 ms of a `tasks`)
     args = sys.argv[1:] if argv is None else list(argv)
     only = command_named(args)
-    command = typer.main.get_command(build_app(only) if only else __getattr__("app"))
+    command = typer.main.get_command(build_app(only) if only else whole_app())
     try:
         result = command.main(args=args, prog_name="dlnest-ray", standalone_mode=False)
     except DlnestError as e:

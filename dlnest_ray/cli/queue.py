@@ -247,10 +247,7 @@ def tasks(
     A started run's row shows its latest epoch metrics (--json: ``latest_metrics``, else null).
     """
     client = connect_client(address, create=False)
-    if hasattr(client, "task_rows"):  # the fast path: the center read the metrics files
-        rows = list(client.task_rows(all_))
-    else:
-        rows = [t.to_row() for t in client.get_task_info(include_finished=all_)]
+    rows = client.task_rows(all_)  # with latest_metrics: the center read the metrics files
     if as_json:
         print_json(with_latest_metrics(rows))
         return

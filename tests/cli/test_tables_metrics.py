@@ -104,6 +104,11 @@ def test_tasks_command_json_and_table(trained, monkeypatch, capsys):
         def get_task_info(self, include_finished: bool = False) -> list[TaskRecord]:
             return [TaskRecord.from_json({"kind": "T", **r}) for r in rows]
 
+        def task_rows(self, include_finished: bool = False) -> list[dict[str, Any]]:
+            from dlnest_ray.actors.task_rows import rows_with_metrics  # what the center answers
+
+            return rows_with_metrics(self.get_task_info(include_finished))
+
         def center_state(self) -> CenterState:
             return CenterState(draining=self.draining, authenticated=True)
 
