@@ -8,8 +8,10 @@ rank whose peer died fails instead of hanging (DLNest's leaked-process bug).
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import random
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -21,6 +23,7 @@ from .status import EnvType, RunningStatus
 
 __all__ = [
     "DistEnv",
+    "all_reduce",
     "barrier",
     "capture_rng",
     "choose_device",
@@ -32,6 +35,9 @@ __all__ = [
 ]
 
 DEFAULT_PG_TIMEOUT_S = 600.0
+RELEASE_WAIT_S = 2.0  # how long all_reduce waits for gloo's thread to let go of a tensor
+
+_log = logging.getLogger(__name__)
 
 # torch leaves this one unannotated; its contract is documented: whether CUDA has been initialised
 _cuda_is_initialized = cast(Callable[[], bool], torch.cuda.is_initialized)
@@ -120,6 +126,34 @@ def barrier(status: RunningStatus) -> None:
             tdist.barrier(device_ids=[status.device.index])
         else:
             tdist.barrier()
+
+
+def all_reduce(t: torch.Tensor, op: Any) -> None:
+    """All-reduce ``t`` in place (every rank must call it) and return only once the collective has let
+    go of ``t``, so that it is freed here, by the caller, and never by gloo's worker thread.
+
+    Why: gloo runs a collective on a thread of its own, which drops its reference to the tensor a
+    moment after ``wait`` returns. If the caller has dropped ``t`` by then, that thread frees ``t``'s
+    Python object and needs the GIL for it; when the rank's process is already finalizing (a run's
+    last collective, then exit), Python ends that thread inside a C++ destructor and the process
+    aborts ("terminate called without an active exception", SIGABRT after a successful run). NCCL
+    tensors live on the GPU and are released by NCCL's own watchdog, so only CPU tensors wait.
+    """
+    import torch.distributed as tdist
+
+    work = tdist.all_reduce(t, op=op, async_op=True)
+    assert work is not None  # async_op=True always returns the work
+    work.wait()
+    del work
+    if t.device.type != "cpu":
+        return
+    deadline = time.monotonic() + RELEASE_WAIT_S
+    # torch leaves _use_count (the tensor's C++ reference count) out of its stubs
+    while t._use_count() > 1:  # type: ignore[attr-defined]  # gloo's thread still holds it
+        if time.monotonic() >= deadline:
+            _log.debug("gloo still holds an all-reduce tensor after %.1f s; going on", RELEASE_WAIT_S)
+            return
+        time.sleep(0.0002)  # releases the GIL, which gloo's thread may be waiting for
 
 
 def destroy_process_group() -> None:

@@ -113,8 +113,10 @@ class StopCheck:
             import torch
             import torch.distributed as tdist
 
+            from .distributed import all_reduce
+
             t = torch.tensor([1.0 if flag else 0.0], device=self.status.device)
-            tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+            all_reduce(t, tdist.ReduceOp.MAX)
             flag = bool(t.item())
         if flag:
             raise StopRequested(f"stop requested ({self.path})")
@@ -129,8 +131,10 @@ class StopCheck:
             import torch
             import torch.distributed as tdist
 
+            from .distributed import all_reduce
+
             t = torch.tensor([1.0 if flag else 0.0], device=self.status.device)
-            tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+            all_reduce(t, tdist.ReduceOp.MAX)
             flag = bool(t.item())
         return flag
 
@@ -215,7 +219,9 @@ def max_over_ranks(value: int | None, status: RunningStatus) -> int | None:
     import torch
     import torch.distributed as tdist
 
+    from .distributed import all_reduce
+
     t = torch.tensor([-1 if value is None else value], dtype=torch.int64, device=status.device)
-    tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+    all_reduce(t, tdist.ReduceOp.MAX)
     out = int(t.item())
     return None if out < 0 else out

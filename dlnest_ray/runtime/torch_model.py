@@ -25,6 +25,7 @@ from torch import nn
 
 from ..errors import CheckpointError
 from .bases import ModelBase
+from .distributed import all_reduce
 from .status import EnvType
 
 __all__ = ["ModelBaseTorch", "RunnerBaseTorch", "module_names"]
@@ -254,7 +255,7 @@ class ModelBaseTorch(ModelBase):
             if isinstance(value, torch.Tensor)
             else torch.tensor(value, device=status.torch_device())
         )
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        all_reduce(t, dist.ReduceOp.SUM)
         return t / status.world_size if mean else t
 
     def reduce_sum(self, value: Any) -> Any:
