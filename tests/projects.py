@@ -313,6 +313,9 @@ class LifeCycle(LifeCycleBase):
         record_dir = self.args.get("test", {}).get("record_dir")
         if record_dir and self.model is not None:
             rec = dict(self.model.record, rank=self.status.rank, world_size=self.status.world_size)
+            if os.path.isdir("/proc/self/task"):  # the niceness of each of the rank's threads
+                tids = [int(t) for t in os.listdir("/proc/self/task")]
+                rec["thread_nice"] = sorted({os.getpriority(os.PRIO_PROCESS, t) for t in tids})
             Path(record_dir, f"rank{self.status.rank}.json").write_text(json.dumps(rec))
 
     def need_visualize(self, epoch, iter, log, args):

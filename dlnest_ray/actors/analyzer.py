@@ -300,7 +300,9 @@ class AnalyzerActor:
             import ray
 
             if ray.is_initialized():
-                ray.get(get_center().task_phase.remote(self.task_id, phase), timeout=PHASE_TIMEOUT_S)
+                ray.get(
+                    get_center().task_phase.remote(task_id=self.task_id, phase=phase), timeout=PHASE_TIMEOUT_S
+                )
         except Exception as e:  # the center restarts: the next script tells it again
             log.info("%s: could not tell the center it is %s: %s", self.task_id, phase, e)
 

@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from ..codeid import code_id
 from ..records import CenterState
 from ..tasks import TaskStatus
 from .calls import ActorUnavailable, call
@@ -36,6 +37,7 @@ class CenterActor(Center):
         import ray
 
         self._gauges = _Gauges()  # before the base init: it already runs a scheduling pass
+        self._code_id = code_id()  # now: the files may change while the center runs the code it loaded
         self._stop = threading.Event()
         self._wake = threading.Event()  # also before it: that pass may ask for a follow-up (a retry)
         super().__init__(home=Path(home), launcher=RayLauncher(), devices=RayDevices())
@@ -85,6 +87,10 @@ class CenterActor(Center):
 
     def ping(self) -> str:
         return "ok"
+
+    def code_id(self) -> str:
+        """The digest of the dlnest-ray code this center started with (:mod:`dlnest_ray.codeid`)."""
+        return self._code_id
 
     def cluster_authenticates(self) -> bool:
         """Whether the cluster this center runs on requires an auth token (its processes run in Ray's
@@ -233,6 +239,8 @@ def _let_notices_go(ray: Any) -> None:
     cancelled) up to :data:`NOTICE_GRACE_S` seconds. A center that cannot answer is killed anyway."""
     try:
         center = ray.get_actor(CENTER_NAME, namespace=NAMESPACE)
-        ray.get(center.close.remote(NOTICE_GRACE_S), timeout=NOTICE_GRACE_S + 15)  # + a last try's timeout
+        ray.get(
+            center.close.remote(wait_s=NOTICE_GRACE_S), timeout=NOTICE_GRACE_S + 15
+        )  # + a last try's timeout
     except Exception as e:  # gone, or hung: it is killed next either way
         log.info("the center did not close its notifier: %s: %s", type(e).__name__, e)

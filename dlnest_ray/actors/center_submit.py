@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..checks import checked_priority, checked_retries
+from ..checks import checked_priority, checked_retries, config_nice
 from ..errors import DlnestError, PackageError
 from ..runenv import checked_env
 from ..savepack.facts import analyzer_memory_mb, find_scripts_dir, package_description
@@ -81,8 +81,7 @@ class SubmitOps(CenterCore):
         if name_by_desc and not description:
             raise DlnestError("--name-by-desc needs --desc NAME")
         pkg = SavePackage(config_path, freq_path)  # parses and merges: errors name the file
-        spec_kw["retries"] = self._retries(retries, pkg.args)
-        notify = parse_notify(pkg.args.get(NOTIFY_KEY), env)
+        spec_kw["retries"], notify = self._config_settings(retries, pkg.args, env)
         neutral = neutral_keys(pkg.args, config_path)
         self._refuse_infeasible(spec_kw)
         # validates keys and code files before the folder exists, then snapshots the code
@@ -129,8 +128,7 @@ class SubmitOps(CenterCore):
         if retries is not None:
             retries = checked_retries(retries)
         pkg = SavePackage.open(record_path)
-        spec_kw["retries"] = self._retries(retries, pkg.args)
-        notify = parse_notify(pkg.args.get(NOTIFY_KEY), env)
+        spec_kw["retries"], notify = self._config_settings(retries, pkg.args, env)
         description = description or package_description(pkg.meta)
         pkg.resolve_ckpt_id(ckpt_id)  # refuse a missing or damaged checkpoint now, not at launch
         self._refuse_infeasible(spec_kw)
@@ -231,12 +229,19 @@ class SubmitOps(CenterCore):
             "no_preempt": bool(no_preempt),
         }
 
-    def _retries(self, given: int | None, args: dict[str, Any]) -> int:
-        """A run's retries: ``given`` (--retries), else its config's ``retries``, else the default."""
-        if given is not None:
-            return given
+    def _config_settings(
+        self, given: int | None, args: dict[str, Any], env: dict[str, str]
+    ) -> tuple[int, NotifySettings]:
+        """What a run's config sets beside its code, checked before anything is created: its retries
+        (``given``, i.e. --retries, else the config's ``retries``, else the default) and where word of its
+        end goes (``notify``); its ``nice`` is checked here too (its ranks apply it)."""
+        config_nice(args)
         from_config = config_retries(args)
-        return self.store.settings.retries if from_config is None else from_config
+        if given is not None:
+            retries = given
+        else:
+            retries = self.store.settings.retries if from_config is None else from_config
+        return retries, parse_notify(args.get(NOTIFY_KEY), env)
 
     def _memory_choice(
         self, spec_kw: dict[str, Any], fp: str, learned: Learned | None, *, own: bool = False

@@ -40,7 +40,6 @@ from ..sweeps.records import SweepInfo, SweepRecord, SweepStop, SweepTrial
 from ..sweeps.stopping import TrialCurve, decide_stops, parse_rule
 from ..tasks import TaskRecord, TaskStatus, transition
 from .center_submit import SubmitOps
-from .notify import NOTIFY_KEY, parse_notify
 
 __all__ = ["SWEEP_META_KEY", "SweepOps", "trial_curve"]
 
@@ -133,9 +132,7 @@ class SweepOps(SubmitOps):
             pkg = SavePackage(config_path, freq_path)
             pkg.override(values)
             pkg.check_layout()
-            checked.append(
-                (pkg, self._retries(retries, pkg.args), parse_notify(pkg.args.get(NOTIFY_KEY), env))
-            )
+            checked.append((pkg, *self._config_settings(retries, pkg.args, env)))
         self._refuse_infeasible(spec_kw)
         with self._lock:
             sweep_id = self.store.new_sweep_id()

@@ -9,6 +9,7 @@ server returned). Errors raised inside the center arrive as the same
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from ..sweeps.records import SweepInfo
 
 __all__ = ["Client", "connect", "ensure_ray"]
+
+log = logging.getLogger(__name__)
 
 READ_RETRY_S = 30.0  # a center restart (state reload included) takes a few seconds
 
@@ -58,13 +61,16 @@ class Client:
         self.center = center
         self.analyzers = AnalyzerOps(self.task)
 
-    def _read(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
+    # Every argument goes by keyword: a handle whose client cannot load the center's class (the cluster
+    # runs other dlnest-ray code, e.g. started before an upgrade) accepts only keywords, so a positional
+    # one would fail in Ray ("too many positional arguments") before it reached the center.
+    def _read(self, name: str, /, **kwargs: Any) -> Any:
         """A call that changes nothing: it waits out a center restart."""
-        return call(getattr(self.center, name), *args, retry_s=READ_RETRY_S, **kwargs)
+        return call(getattr(self.center, name), retry_s=READ_RETRY_S, **kwargs)
 
-    def _change(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
+    def _change(self, name: str, /, **kwargs: Any) -> Any:
         """A call that changes something: never retried (Ray cannot say whether it ran)."""
-        return call(getattr(self.center, name), *args, **kwargs)
+        return call(getattr(self.center, name), **kwargs)
 
     # ------------------------------------------------------------------------------------------ submit
     def run_train(
@@ -72,19 +78,23 @@ class Client:
     ) -> str:
         """Queue a run (DLNest's /run_train); its ranks get this process's environment (less the
         deny-list of :mod:`dlnest_ray.runenv`; nothing with ``capture_env=False``) plus ``env``."""
-        return str(self._change("run_train", config_path, env=_submit_env(env, capture_env), **kw))
+        return str(
+            self._change("run_train", config_path=config_path, env=_submit_env(env, capture_env), **kw)
+        )
 
     def continue_train(
         self, record_path: str, *, env: Mapping[str, str] | None = None, capture_env: bool = True, **kw: Any
     ) -> str:
         """Queue the continuation of a package (DLNest's /continue_train); environment: see run_train."""
-        return str(self._change("continue_train", record_path, env=_submit_env(env, capture_env), **kw))
+        return str(
+            self._change("continue_train", record_path=record_path, env=_submit_env(env, capture_env), **kw)
+        )
 
     def analyze(
         self, record_path: str, *, env: Mapping[str, str] | None = None, capture_env: bool = True, **kw: Any
     ) -> str:
         """Queue an analyzer of a package (DLNest's /analyze); environment as :meth:`run_train`."""
-        return str(self._change("analyze", record_path, env=_submit_env(env, capture_env), **kw))
+        return str(self._change("analyze", record_path=record_path, env=_submit_env(env, capture_env), **kw))
 
     def sweep(
         self,
@@ -102,13 +112,15 @@ class Client:
         :meth:`run_train` (``memory_mb``, ``placement``, ``gpus``, ``retries``, ``priority``,
         ``no_preempt``); environment as :meth:`run_train`."""
         return str(
-            self._change("sweep", config_path, space=dict(space), env=_submit_env(env, capture_env), **kw)
+            self._change(
+                "sweep", config_path=config_path, space=dict(space), env=_submit_env(env, capture_env), **kw
+            )
         )
 
     def get_sweep(self, sweep_id: str) -> SweepInfo:
         """A sweep (``.record``: how it was asked for, its trials and their values, the stop rule's
         decisions) and its trials' task records now (``.tasks``)."""
-        return cast("SweepInfo", self._read("get_sweep", sweep_id))
+        return cast("SweepInfo", self._read("get_sweep", sweep_id=sweep_id))
 
     def get_sweeps(self) -> list[SweepInfo]:
         """Every sweep of the center, oldest first (as :meth:`get_sweep`)."""
@@ -117,12 +129,12 @@ class Client:
     def del_task(self, task_id: str) -> str:
         """Delete a task (pending: out of the queue; running: stopped), or with a sweep id (``S_0001``)
         every unfinished trial of that sweep."""
-        return str(self._change("del_task", task_id))
+        return str(self._change("del_task", task_id=task_id))
 
     # ------------------------------------------------------------------------------------------ reads
     def get_task_info(self, include_finished: bool = False) -> list[TaskRecord]:
         """Running and pending tasks (DLNest's /get_task_info); ``include_finished`` adds the rest."""
-        return list(self._read("get_task_info", include_finished))
+        return list(self._read("get_task_info", include_finished=include_finished))
 
     def task(self, task_id: str) -> TaskRecord:
         """The center's record of ``task_id`` (finished ones included)."""
@@ -134,14 +146,14 @@ class Client:
     def task_rows(self, include_finished: bool = False) -> list[dict[str, Any]]:
         """``tasks``' rows (``TaskRecord.to_row()``) with ``latest_metrics``: each started run's last
         metrics row, read by the center (:mod:`.task_rows`), so the caller needs no Parquet reader."""
-        return list(self._read("task_rows", include_finished))
+        return list(self._read("task_rows", include_finished=include_finished))
 
     def get_devices_info(self) -> list[DeviceInfo]:
         return list(self._read("get_devices_info"))
 
     def get_dlnest_output(self, offset: int = 0) -> dict[str, Any]:
         """The center's messages from ``offset``: ``{"offset", "end", "missed", "lines"}``."""
-        return dict(self._read("get_dlnest_output", offset))
+        return dict(self._read("get_dlnest_output", offset=offset))
 
     def get_settings(self) -> SettingsInfo:
         return cast(SettingsInfo, self._read("get_settings"))
@@ -152,33 +164,45 @@ class Client:
     def owner_job(self) -> str:
         return str(self._read("owner_job"))
 
+    def code_skew(self) -> str | None:
+        """None when the center runs the same dlnest-ray code as this process, else what to do about it
+        (:mod:`dlnest_ray.codeid`). A center too old to say counts as other code."""
+        from ..codeid import SKEW_MESSAGE, code_id
+
+        try:
+            theirs = self._read("code_id")
+        except AttributeError as e:  # the handle has no such method: the center's class is other code
+            log.debug("the center cannot say which code it runs: %s", e)
+            theirs = None
+        return None if theirs == code_id() else SKEW_MESSAGE
+
     # ------------------------------------------------------------------------------------------ changes
     def clear(self) -> None:
         self._change("clear")
 
     def change_devices(self, enabled: list[str]) -> list[str]:
-        return list(self._change("change_devices", enabled))
+        return list(self._change("change_devices", enabled=enabled))
 
     def change_delay(self, seconds: float) -> None:
-        self._change("change_delay", seconds)
+        self._change("change_delay", seconds=seconds)
 
     def change_max_task_per_device(self, n: int) -> None:
-        self._change("change_max_task_per_device", n)
+        self._change("change_max_task_per_device", n=n)
 
     def change_margin(self, margin: float) -> None:
         """Right-sized reservations become the measured peak × ``margin`` (>= 1; default 1.15)."""
-        self._change("change_margin", margin)
+        self._change("change_margin", margin=margin)
 
     def change_notify_webhook(self, url: str) -> None:
         """The cluster's default webhook for word when a run ends (http(s); "" clears it)."""
-        self._change("change_notify_webhook", url)
+        self._change("change_notify_webhook", url=url)
 
     def change_retries(self, retries: int) -> None:
         """A run's retries when neither ``--retries`` nor its config's ``retries`` key says (>= 0)."""
-        self._change("change_retries", retries)
+        self._change("change_retries", retries=retries)
 
     def drain(self, cancel_running: bool = False) -> dict[str, list[str]]:
-        return dict(self._change("drain", cancel_running))
+        return dict(self._change("drain", cancel_running=cancel_running))
 
     def open_queue(self) -> bool:
         return bool(self._change("open_queue"))
@@ -230,4 +254,8 @@ def connect(address: str | None = None, *, create: bool = True, home: str | None
     from .owner import ensure_center
 
     ensure_ray(address, home)
-    return Client(ensure_center(home) if create else get_center())
+    client = Client(ensure_center(home) if create else get_center())
+    skew = client.code_skew()
+    if skew is not None:
+        log.warning("%s", skew)
+    return client

@@ -130,11 +130,11 @@ class FastClient(Client):
             raise DlnestError("the center's answer on the fast path is not an object")
         return answer
 
-    def _read(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
-        return self.call(name, *args, **kwargs)
+    def _read(self, name: str, /, **kwargs: Any) -> Any:
+        return self.call(name, **kwargs)
 
-    def _change(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
-        return self.call(name, *args, **kwargs)
+    def _change(self, name: str, /, **kwargs: Any) -> Any:
+        return self.call(name, **kwargs)
 
     def ping(self) -> bool:
         return bool(self.call("ping") == "ok")

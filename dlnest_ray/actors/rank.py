@@ -47,7 +47,7 @@ def memory_reporter(task_id: str, rank: int) -> Callable[[int, int | None], int 
 
     def report(epoch: int, peak_mb: int | None) -> int | None:
         try:
-            ref = get_center().rank_memory.remote(task_id, rank, epoch, peak_mb)
+            ref = get_center().rank_memory.remote(task_id=task_id, rank=rank, epoch=epoch, peak_mb=peak_mb)
             cap = int(ray.get(ref, timeout=REPORT_TIMEOUT_S))
         except Exception as e:  # the run goes on with the cap it has; the next epoch reports again
             log.warning("%s rank %d: could not report its memory: %s: %s", task_id, rank, type(e).__name__, e)

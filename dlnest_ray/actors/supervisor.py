@@ -155,7 +155,7 @@ class RunSupervisor:
         """Remember the phase and tell the center, without waiting (it may be restarting)."""
         self._state = state
         try:
-            get_center().task_phase.remote(self.record.task_id, state)
+            get_center().task_phase.remote(task_id=self.record.task_id, phase=state)
         except Exception as e:  # the center restarts: the phase is only for display, the end is reported
             log.info("%s: could not tell the center its phase %r: %s", self.record.task_id, state, e)
 
@@ -394,7 +394,7 @@ class RunSupervisor:
         """A line about this task for the center's log (and this actor's); never waits for the center."""
         log.info("%s %s", self.record.task_id, line)
         try:
-            get_center().task_note.remote(self.record.task_id, line)
+            get_center().task_note.remote(task_id=self.record.task_id, line=line)
         except Exception as e:  # the center restarts: the line stays in this actor's log
             log.info("%s: could not tell the center: %s: %s", self.record.task_id, type(e).__name__, e)
 
@@ -585,7 +585,13 @@ class RunSupervisor:
         while time.monotonic() < deadline:
             try:
                 center = get_center()
-                ref: Any = center.task_finished.remote(self.record.task_id, status.value, error, tail, reason)
+                ref: Any = center.task_finished.remote(
+                    task_id=self.record.task_id,
+                    status=status.value,
+                    error=error,
+                    output_tail=tail,
+                    reason=reason,
+                )
                 ray.get(ref, timeout=30)
                 return
             except Exception as e:  # the center restarts: it re-attaches to this supervisor by name

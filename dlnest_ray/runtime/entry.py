@@ -8,16 +8,19 @@ it and everything it started (DataLoader workers, subprocesses) without touching
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Callable
 
 from ..atomic import atomic_write_bytes
+from ..checks import config_nice
 from ..errors import RunPreempted, RunStopped
 
 # Where a rank's stop request and process group live in the package: owned by the package layout, and
 # re-exported here under the names the run supervisor imports.
-from ..savepack.layout import RUN_DIR, pid_file, pid_record, preempt_file, stop_file
+from ..savepack.layout import RUN_DIR, args_path, pid_file, pid_record, preempt_file, stop_file
 from ..scheduling.specs import DEFAULT_MARGIN
+from .priority import lower_priority
 
 __all__ = ["RUN_DIR", "pid_file", "preempt_file", "run_rank", "stop_file"]
 
@@ -52,6 +55,8 @@ def run_rank(
 
     # A reused worker keeps the thread count of whatever first imported torch in it: set it per rank.
     torch.set_num_threads(max(1, threads))
+    # training yields the CPUs to what people type (checked at submit; a hand-edited package fails here)
+    lower_priority(config_nice(json.loads(args_path(package).read_text())))
     with contextlib.suppress(OSError):
         os.setpgrp()
     if os.getpgrp() == os.getpid():  # record the group only if it is ours alone: it will be SIGKILLed

@@ -86,5 +86,71 @@ def test_a_sweep_with_a_name_reaches_the_center_with_every_keyword(monkeypatch: 
     )
     assert got == "S_0001"
     [(args, kwargs)] = sent
-    assert args == ("/p/root_config.json",)
-    assert (kwargs["name"], kwargs["space"], kwargs["env"]) == ("lrs", {"lr": "0.1,0.2"}, {})
+    assert args == ()
+    assert (kwargs["config_path"], kwargs["name"], kwargs["space"], kwargs["env"]) == (
+        "/p/root_config.json",
+        "lrs",
+        {"lr": "0.1,0.2"},
+        {},
+    )
+
+
+class KeywordsOnly:
+    """A center handle as Ray builds it when this process cannot load the center's class (the cluster
+    runs other dlnest-ray code): each method takes keywords only, and has no ``code_id`` if the center
+    is older than that method."""
+
+    def __init__(self, code: str | None) -> None:
+        self.sent: dict[str, dict[str, Any]] = {}
+        self.code = code
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "code_id" and self.code is None:
+            raise AttributeError(name)
+        handle = self
+
+        class Method:
+            @staticmethod
+            def remote(**kwargs: Any) -> Any:  # a positional argument would be a TypeError, as in Ray
+                handle.sent[name] = kwargs
+                return handle.code if name == "code_id" else []
+
+        return Method
+
+
+def test_every_center_call_goes_by_keyword_so_a_skewed_handle_still_works(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ray, "get", lambda ref: ref)
+    center = KeywordsOnly(code="old")
+    c = client_mod.Client(center)
+    c.get_task_info(True)
+    c.task_rows(True)
+    c.get_dlnest_output(5)
+    c.del_task("T_0001")
+    c.drain(True)
+    c.change_devices(["0"])
+    c.change_delay(2.0)
+    c.change_max_task_per_device(2)
+    c.change_margin(1.2)
+    c.change_retries(1)
+    c.change_notify_webhook("")
+    c.get_sweep("S_0001")
+    c.run_train("/p/root_config.json", capture_env=False, memory_mb=100)
+    c.continue_train("/p/Saves/x", capture_env=False)
+    c.analyze("/p/Saves/x", capture_env=False)
+    assert center.sent["get_task_info"] == {"include_finished": True}
+    assert center.sent["get_dlnest_output"] == {"offset": 5}
+    assert center.sent["run_train"] == {"config_path": "/p/root_config.json", "env": {}, "memory_mb": 100}
+    assert center.sent["continue_train"]["record_path"] == "/p/Saves/x"
+    assert len(center.sent) == 15
+
+
+def test_code_skew_says_to_restart_the_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dlnest_ray.codeid import code_id
+
+    monkeypatch.setattr(ray, "get", lambda ref: ref)
+    assert client_mod.Client(KeywordsOnly(code=code_id())).code_skew() is None
+    for center in (KeywordsOnly(code="0123456789abcdef"), KeywordsOnly(code=None)):  # other code; too old
+        said = client_mod.Client(center).code_skew()
+        assert said is not None and "`dlnest-ray down`, then `dlnest-ray up`" in said

@@ -3,6 +3,7 @@ submit → placement group → rank tasks → report, DDP over Ray, delete, cent
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -292,10 +293,15 @@ def test_single_rank_runs_start_in_the_warm_rank_process(client: Any, tmp_path: 
     segment says ``warm_start``) and the monitor starts the next one; a run whose environment sets a
     variable torch reads at import starts cold in a fresh worker; a warm run deleted while it trains is
     CANCELLED and its process is gone."""
-    cfg = write_project(tmp_path / "p", epochs=1)
+    records = {k: tmp_path / f"records_{k}" for k in ("warm", "cold")}
+    for folder in records.values():
+        folder.mkdir()
+    cfg = write_project(tmp_path / "p", epochs=1, record_dir=records["warm"])
     wait_for(lambda: _warm_state() == "ready", 180, "the node's warm rank process")
+    assert client.code_skew() is None  # the center runs this code (:mod:`dlnest_ray.codeid`)
     # the cold one first: it leaves the warm process to the next run (one at a time, so the reasons are sure)
-    cold = client.run_train(str(cfg), memory_mb=1000, env={"TORCH_SHOW_CPP_STACKTRACES": "1"})
+    niced = write_project(tmp_path / "niced", epochs=1, record_dir=records["cold"], extra={"nice": 4})
+    cold = client.run_train(str(niced), memory_mb=1000, env={"TORCH_SHOW_CPP_STACKTRACES": "1"})
     wait_done(client, [cold])
     warm = client.run_train(str(cfg), memory_mb=1000)
     done = wait_done(client, [warm, cold])
@@ -308,6 +314,10 @@ def test_single_rank_runs_start_in_the_warm_rank_process(client: Any, tmp_path: 
     assert any(f"{warm} starts in the warm rank process of " in line for line in lines), lines
     why = "starts cold: the run sets TORCH_SHOW_CPP_STACKTRACES='1', which torch reads at import"
     assert any(f"{cold} {why}" in line for line in lines), lines
+    # every thread of each rank (a single process: rank -1) runs at its config's niceness (the default
+    # 10; the cold run asked for 4) or at a lower priority still (Ray runs a few threads of its own at 15)
+    nice = {k: json.loads((d / "rank-1.json").read_text())["thread_nice"] for k, d in records.items()}
+    assert {k: v[0] for k, v in nice.items()} == {"warm": 10, "cold": 4}, nice
 
     wait_for(lambda: _warm_state() == "ready", 180, "the next warm rank process")
     long = write_project(tmp_path / "long", epochs=50, step_sleep_s=0.05)
