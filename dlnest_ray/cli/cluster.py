@@ -30,6 +30,7 @@ from ..actors.address import reachable as _reachable
 from ..actors.address import read_head as _read_head
 from ..actors.address import recorded_address as _recorded_address
 from ..actors.address import state_home as _home
+from ..checks import checked_nice
 from ..errors import DlnestError
 from ..tasks import TaskStatus
 from .options import AddressOpt, HomeOpt
@@ -41,6 +42,14 @@ __all__ = ["connect_client", "down", "resolve_address", "up"]
 
 DEFAULT_GCS_PORT = 6379
 RAY_WORKER_PORTS = (10002, 19999)  # `ray start`'s default --min/--max-worker-port
+# Ray starts every worker at niceness 15 unless its node's raylet is told otherwise. A head `up` starts
+# gives its workers the usual priority, so the center, the run supervisors and the analyzers (what
+# answers people) stay ahead of the ranks, which lower theirs to their run's `nice` (default 10).
+WORKER_NICENESS_ENV = "RAY_worker_niceness"
+WORKER_NICENESS = "0"
+# Linux's autogroup scheduling weighs each session as one group against the others, whatever the niceness
+# of its threads: the head's session as a whole yields to the sessions people type in.
+DEFAULT_HEAD_NICE = 10
 DEFAULT_DASHBOARD_PORT = 8265
 DOWN_WAIT_S = 60.0
 STOP_GRACE_S = 10.0
@@ -112,8 +121,11 @@ def _head_auth(home: Path) -> tuple[dict[str, str], Path | None]:
     return {MODE_ENV: "token", PATH_ENV: str(token)}, token
 
 
-def _start_head(home: Path, num_gpus: int | None, port: int, dashboard_port: int) -> dict[str, Any]:
-    """``ray start --head`` in a new session, in token mode; returns what head.json records."""
+def _start_head(
+    home: Path, num_gpus: int | None, port: int, dashboard_port: int, nice: int
+) -> dict[str, Any]:
+    """``ray start --head`` in a new session, in token mode, that session's scheduling group at niceness
+    ``nice`` (where Linux has autogroups; elsewhere nothing changes); returns what head.json records."""
     from ..actors.auth import ensure_private_home
     from ..atomic import atomic_write_json
 
@@ -121,6 +133,12 @@ def _start_head(home: Path, num_gpus: int | None, port: int, dashboard_port: int
     auth_env, token = _head_auth(home)
     gpus = num_gpus if num_gpus is not None else _gpu_count_default()
     cmd = [
+        # the new session's group: set before anything of the head starts (a shell builtin, so a kernel
+        # without autogroups, or one that refuses, changes nothing and starts the head all the same)
+        "/bin/sh",
+        "-c",
+        f'echo {nice} > /proc/self/autogroup 2>/dev/null; exec "$@"',
+        "sh",
         sys.executable,
         "-m",
         "ray.scripts.scripts",
@@ -149,7 +167,7 @@ def _start_head(home: Path, num_gpus: int | None, port: int, dashboard_port: int
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            env={**os.environ, **auth_env},
+            env={WORKER_NICENESS_ENV: WORKER_NICENESS, **os.environ, **auth_env},  # the user's setting wins
         )
         try:
             code = proc.wait(timeout=180)
@@ -264,6 +282,15 @@ def up(
     dashboard_port: Annotated[
         int, typer.Option("--dashboard-port", help="Dashboard port of a new local head (0: any free one).")
     ] = DEFAULT_DASHBOARD_PORT,
+    nice: Annotated[
+        int,
+        typer.Option(
+            "--nice",
+            metavar="N",
+            help="Niceness (0-19) of a new local head's processes as one group against other sessions' "
+            "(Linux autogroup scheduling): commands typed in a terminal get the CPUs first. 0: none.",
+        ),
+    ] = DEFAULT_HEAD_NICE,
 ) -> None:
     """Start dlnest-ray: a local Ray head when no cluster answers, and the center.
 
@@ -275,6 +302,7 @@ def up(
     state = _home(home)
     if num_gpus is not None and num_gpus < 0:
         raise DlnestError("--num-gpus must be 0 or more")
+    checked_nice(nice, "--nice")
     if not 1 <= port <= 65535 or RAY_WORKER_PORTS[0] <= port <= RAY_WORKER_PORTS[1]:
         raise DlnestError(
             f"--port {port} cannot be the GCS port: use 1-65535 outside {RAY_WORKER_PORTS[0]}-"
@@ -292,7 +320,7 @@ def up(
         if head is not None:  # a head we started that no longer answers: clear what is left of it
             _stop_session(int(head.get("session_id") or 0))
             (state / HEAD_FILE).unlink(missing_ok=True)
-        started = _start_head(state, num_gpus, port, dashboard_port)
+        started = _start_head(state, num_gpus, port, dashboard_port, nice)
         resolved = str(started["address"])
     elif num_gpus is not None and (head is None or head.get("num_gpus") != num_gpus):
         typer.echo(f"note: the Ray cluster at {resolved} is already running; --num-gpus is ignored", err=True)
@@ -330,7 +358,8 @@ def _print_auth(client: Client, address: str, started: dict[str, Any] | None) ->
         return
     typer.echo(f"auth token: {token} (clients need it; keep it private)")
     typer.echo(
-        f"  another machine joins: {PATH_ENV}={token} RAY_AUTH_MODE=token ray start --address {address}"
+        f"  another machine joins: {PATH_ENV}={token} RAY_AUTH_MODE=token "
+        f"{WORKER_NICENESS_ENV}={WORKER_NICENESS} ray start --address {address}"
     )
     typer.echo(f"  another user or shell: {PATH_ENV}={token} dlnest-ray tasks --address {address}")
 

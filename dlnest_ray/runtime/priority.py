@@ -1,13 +1,15 @@
 """The CPU priority of a rank's process: training yields the CPUs to what people type.
 
 A queued run's ranks run at niceness ``nice`` (the run config's key, default 10, see
-:mod:`dlnest_ray.checks`). When the CPUs are contended, the CLI, the shell and analyzers then get them
-first: on a 2-core machine with three runs training, ``dlnest-ray tasks`` takes 0.17 s instead of 0.66 s.
-Runs share the CPUs among themselves as before (they all have the same niceness), and an idle CPU goes
-to a niced process as to any other, so a run alone on a machine trains at the same speed.
+:mod:`dlnest_ray.checks`), while the cluster's other workers (the center, run supervisors, analyzers)
+keep the usual priority on a head ``up`` started. When the CPUs are contended, what answers people then
+goes first. Runs share the CPUs among themselves as before (they all have the same niceness), and an idle
+CPU goes to a niced process as to any other, so a run alone on a machine trains at the same speed.
 
-Linux keeps the niceness per thread, and a new thread inherits its creator's: every thread the process
-has now (Ray's, torch's pool if a warm process started one) is set, and every later one inherits it.
+Linux keeps the niceness per thread, and a new thread inherits its creator's: every thread the process has
+now (Ray's, torch's pool if a warm process started one) is set, and every later one inherits it. Against
+processes of other sessions (a terminal's commands), Linux's autogroup scheduling weighs the whole
+cluster's session as one group: ``up`` gives that group a niceness of its own (``dlnest-ray up --nice``).
 """
 
 from __future__ import annotations

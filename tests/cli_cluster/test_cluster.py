@@ -127,6 +127,30 @@ def test_up_started_a_head_and_is_idempotent(cluster: Cluster) -> None:
     assert cluster.head() == head
 
 
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def test_the_head_yields_the_cpus_to_other_sessions_and_its_workers_keep_the_usual_priority(
+    cluster: Cluster,
+) -> None:
+    """`up --nice` (default 10): the head's session, as one scheduling group (Linux autogroups), has that
+    niceness; Ray's workers start at 0 (not Ray's 15), so the center stays ahead of the ranks (10)."""
+    pids = session_pids(int(cluster.head()["session_id"]))
+    if Path(f"/proc/{pids[0]}/autogroup").exists():
+        groups = {Path(f"/proc/{pid}/autogroup").read_text().split()[-1] for pid in pids}
+        assert groups == {"10"}, groups
+    center = [pid for pid in pids if _comm(pid).startswith("ray::CenterActo")]
+    assert center and os.getpriority(os.PRIO_PROCESS, center[0]) == 0
+    bad = cluster("up", "--nice", "25")
+    assert single_error_line(bad) == (
+        "error: --nice must be from 0 (the usual priority) to 19 (the lowest), got 25"
+    )
+
+
 def test_devices_json(cluster: Cluster) -> None:
     rows = json_out(cluster("devices", "--json"))
     assert [(r["gpu"], r["total_mb"], r["free_mb"], r["reserved_mb"], r["enabled"]) for r in rows] == [
@@ -151,8 +175,8 @@ def test_the_head_requires_its_token(cluster: Cluster, tmp_path_factory: pytest.
     assert stat.S_IMODE(cluster.home.stat().st_mode) == 0o700
     assert f"auth token: {token}" in cluster.up.stdout
     assert (
-        f"RAY_AUTH_TOKEN_PATH={token} RAY_AUTH_MODE=token ray start --address {head['address']}"
-        in cluster.up.stdout
+        f"RAY_AUTH_TOKEN_PATH={token} RAY_AUTH_MODE=token RAY_worker_niceness=0 "
+        f"ray start --address {head['address']}" in cluster.up.stdout
     )
     assert "Token authentication is disabled" not in (cluster.home / "ray_start.log").read_text()
 
