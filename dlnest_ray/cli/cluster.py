@@ -137,7 +137,7 @@ def _start_head(
         # without autogroups, or one that refuses, changes nothing and starts the head all the same)
         "/bin/sh",
         "-c",
-        f'echo {nice} > /proc/self/autogroup 2>/dev/null; exec "$@"',
+        f'{{ echo {nice} > /proc/self/autogroup; }} 2>/dev/null; exec "$@"',
         "sh",
         sys.executable,
         "-m",
