@@ -70,6 +70,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("queue", "run"),
     "continue": ("queue", "continue_"),
     "sweep": ("sweep", "sweep"),
+    "sweeps": ("sweep", "sweeps"),
     "tasks": ("queue", "tasks"),
     "devices": ("queue", "devices"),
     "del": ("queue", "delete"),

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from .cluster import connect_client
-from .options import FreqOpt
+from .options import AddressOpt, FreqOpt, JsonOpt
 from .queue import QueueOptions, queue_options
 
 if TYPE_CHECKING:
@@ -194,4 +194,58 @@ def _report(info: SweepInfo, as_json: bool) -> None:
         if task is not None and task.wait_reason:
             state += f": {task.wait_reason}"
         table.add_row(trial.task_id, escape(trial.label), escape(state))
+    console().print(table)
+
+
+def sweeps(as_json: JsonOpt = False, address: AddressOpt = None) -> None:
+    """List the sweeps, oldest first: id, name, trials by status, stop rule, when queued, folder.
+
+    `compare S_0001` ranks a sweep's trials; `del S_0001` stops its unfinished ones.
+
+    --json: one object per sweep (sweep_id, name, trials, counts, done, stop, created_at, folder).
+    """
+    import time
+
+    from rich.markup import escape
+    from rich.table import Table
+
+    from .tables import console, print_json
+
+    infos = connect_client(address, create=False).get_sweeps()
+    if as_json:
+        print_json(
+            [
+                {
+                    "sweep_id": info.record.sweep_id,
+                    "name": info.record.name,
+                    "trials": len(info.record.trials),
+                    "counts": info.counts(),
+                    "done": info.done,
+                    "stop": info.record.stop or None,
+                    "created_at": info.record.created_at,
+                    "folder": info.record.folder,
+                }
+                for info in infos
+            ]
+        )
+        return
+    if not infos:
+        typer.echo("no sweeps (`dlnest-ray sweep CONFIG KEY=SPEC...` queues one)")
+        return
+    table = Table(title="Sweeps", show_header=True)
+    for column in ("sweep", "name", "trials", "status", "stop rule", "queued", "folder"):
+        table.add_column(column, overflow="fold")
+    for info in infos:
+        rec = info.record
+        status = ", ".join(f"{n} {status.lower()}" for status, n in info.counts().items())
+        queued = time.strftime("%m-%d %H:%M", time.localtime(rec.created_at))
+        table.add_row(
+            rec.sweep_id,
+            escape(rec.name or "-"),
+            str(len(rec.trials)),
+            status or "-",
+            escape(rec.stop or "-"),
+            queued,
+            escape(rec.folder),
+        )
     console().print(table)

@@ -41,6 +41,10 @@ class FakeClient:
         assert self.center is not None
         return self.center.get_sweep(sweep_id)
 
+    def get_sweeps(self) -> list[SweepInfo]:
+        assert self.center is not None
+        return self.center.get_sweeps()
+
 
 def cli(argv: list[Any], client: FakeClient | None, monkeypatch: pytest.MonkeyPatch) -> int:
     def connect(address: Any, create: bool) -> FakeClient:
@@ -237,3 +241,43 @@ def test_tasks_lists_a_sweeps_trials_under_its_id(swept: Path, center: Center) -
     assert "5 running" in lines[at] and "sweep (its trials below)" in lines[at]
     trial_lines = [line for line in lines[at + 1 :] if "T_000" in line]
     assert len(trial_lines) == 5 and "lr=0.1" in trial_lines[0] and "lr=0.5" in trial_lines[4]
+
+
+# ------------------------------------------------------------------------------------------ sweeps
+def test_sweeps_lists_every_sweep_with_its_trials_by_status(
+    swept: Path,
+    project: Path,
+    center: Center,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli(["sweeps"], FakeClient(center), monkeypatch) == 0
+    out = capsys.readouterr().out
+    assert "S_0001" in out and "S_0002" not in out
+    second = center.sweep(str(project), space={"model_config.lr": "0.1,0.2"}, placement="cpu", name="lrs")
+    for trial in center.get_sweep(second).record.trials:  # both end: one succeeded, one failed
+        center.task_finished(trial.task_id, "SUCCEEDED" if trial.task_id.endswith("6") else "FAILED", "boom")
+    assert cli(["sweeps", "--json"], FakeClient(center), monkeypatch) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["sweep_id"], r["name"], r["trials"], r["stop"], r["done"]) for r in rows] == [
+        ("S_0001", "", 5, "median:acc:max@1", False),  # the rule as the center normalised it
+        ("S_0002", "lrs", 2, None, True),
+    ]
+    assert rows[0]["counts"] == {"RUNNING": 5} and rows[1]["counts"] == {"SUCCEEDED": 1, "FAILED": 1}
+    assert rows[0]["folder"] == str(swept) and rows[0]["created_at"] <= rows[1]["created_at"]
+    monkeypatch.setenv("COLUMNS", "250")
+    assert cli(["sweeps"], FakeClient(center), monkeypatch) == 0
+    table = capsys.readouterr().out
+    first = next(line for line in table.splitlines() if "S_0001" in line)
+    last = next(line for line in table.splitlines() if "S_0002" in line)
+    assert "5 running" in first and "median:acc:max@1" in first
+    assert "lrs" in last and "1 succeeded, 1 failed" in last
+
+
+def test_sweeps_without_any_says_how_to_queue_one(
+    center: Center, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli(["sweeps"], FakeClient(center), monkeypatch) == 0
+    assert capsys.readouterr().out.strip() == "no sweeps (`dlnest-ray sweep CONFIG KEY=SPEC...` queues one)"
+    assert cli(["sweeps", "--json"], FakeClient(center), monkeypatch) == 0
+    assert json.loads(capsys.readouterr().out) == []

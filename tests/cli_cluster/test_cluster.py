@@ -521,6 +521,7 @@ PARITY = [
     ("tasks", "--all"),
     ("devices", "--json"),
     ("config", "--json"),
+    ("sweeps", "--json"),
     ("log",),
     ("del", "T_9999"),
     ("continue", "/nowhere/pkg"),

@@ -42,6 +42,7 @@ CLI_VERBS = (
     "run",
     "continue",
     "sweep",
+    "sweeps",
     "analyze",
     "del",
     "config",
@@ -62,7 +63,7 @@ REFUSED = {
 HELP = """commands (as `dlnest-ray COMMAND`; `COMMAND --help` shows its options):
   run CONFIG [-m MB] [--ddp|--multi-gpu|--cpu] [-d DESC]   queue a training run
   continue PACKAGE [--ckpt ID]    queue the continuation of a package
-  sweep CONFIG KEY=SPEC... [--trials N] [--stop RULE]   queue a sweep (S_...: del, compare)
+  sweep CONFIG KEY=SPEC... [--trials N] [--stop RULE]   queue a sweep (S_...: del, compare); sweeps
   analyze PACKAGE [--cpu]         queue a warm analyzer (watched when none is)
   exp [A_ID] SCRIPT [-t S]        run a script on the watched (or given) analyzer
   watch ID / withdraw             show an analyzer's (or a run's) output in the right pane / stop
